@@ -1,0 +1,235 @@
+//! CEL filter expressions over events (`data.total > 100 && subject.startsWith("br-")`),
+//! wrapped so the rest of Estafeta never touches the `cel` crate directly.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use cel::{Context, Env, Program, Value as CelValue};
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// The variables an expression sees, documented in `docs/configuration.md`.
+pub const VARIABLES: &[&str] =
+    &["id", "source", "type", "subject", "time", "key", "tenant", "data", "extensions", "event"];
+
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // The extensions only fail on a duplicate declaration, which cannot happen on a fresh
+        // standard environment; keep whatever was declared if one ever does.
+        let _ = env.add_extension(cel::extensions::strings);
+        let _ = env.add_extension(cel::extensions::lists);
+        let _ = env.add_extension(cel::extensions::math);
+        Arc::new(env)
+    })
+}
+
+/// An expression that failed to compile, with the position inside the expression.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{message} (at line {line}, column {column} of the expression)")]
+pub struct CompileError {
+    /// 1-based line inside the expression.
+    pub line: usize,
+    /// 1-based column inside the expression.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An expression that failed while evaluating an event.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum EvalError {
+    /// CEL raised an error (missing field, wrong type, …).
+    #[error("filter `{expr}` failed: {message}")]
+    Execution {
+        /// The expression.
+        expr: String,
+        /// CEL's message.
+        message: String,
+    },
+    /// The expression did not produce a boolean.
+    #[error("filter `{expr}` must produce true or false, got {got}")]
+    NotBoolean {
+        /// The expression.
+        expr: String,
+        /// The type it produced.
+        got: String,
+    },
+}
+
+/// A compiled CEL expression that decides whether an event passes.
+#[derive(Clone)]
+pub struct Filter {
+    source: String,
+    program: Arc<Program>,
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Filter").field(&self.source).finish()
+    }
+}
+
+impl Filter {
+    /// Compiles `source`.
+    ///
+    /// # Errors
+    /// Every syntax error is reported; the first with its position is returned.
+    pub fn compile(source: &str) -> Result<Self, CompileError> {
+        if source.trim().is_empty() {
+            return Err(CompileError { line: 1, column: 1, message: "empty expression".into() });
+        }
+        match env().compile(source) {
+            Ok(program) => Ok(Self { source: source.to_owned(), program: Arc::new(program) }),
+            Err(errs) => {
+                let first = errs.errors.first();
+                let (line, column) = first.map_or((1, 1), |e| {
+                    (usize::try_from(e.pos.0).unwrap_or(1), usize::try_from(e.pos.1).unwrap_or(0) + 1)
+                });
+                let message = errs
+                    .errors
+                    .iter()
+                    .map(|e| e.msg.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Err(CompileError { line: line.max(1), column, message })
+            }
+        }
+    }
+
+    /// The expression as written.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the expression against `event`. `extra` binds more names (for example the
+    /// results of enrichment steps).
+    ///
+    /// # Errors
+    /// A runtime CEL error or a non-boolean result.
+    pub fn matches(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<bool, EvalError> {
+        let mut ctx = Context::with_env(Arc::clone(env()));
+        bind_event(&mut ctx, event);
+        for (name, value) in extra {
+            ctx.add_variable_from_value(*name, json_to_cel(value));
+        }
+        match self.program.execute(&ctx) {
+            Ok(CelValue::Bool(b)) => Ok(b),
+            Ok(other) => Err(EvalError::NotBoolean {
+                expr: self.source.clone(),
+                got: format!("{:?}", other.type_of()),
+            }),
+            Err(e) => Err(EvalError::Execution { expr: self.source.clone(), message: e.to_string() }),
+        }
+    }
+}
+
+fn bind_event(ctx: &mut Context<'_, '_>, event: &Event) {
+    let ce = event.to_cloudevent();
+    ctx.add_variable_from_value("id", event.ce_id.as_str());
+    ctx.add_variable_from_value("source", event.ce_source.as_str());
+    ctx.add_variable_from_value("type", event.ty.as_str());
+    ctx.add_variable_from_value("subject", event.subject.clone().unwrap_or_default());
+    ctx.add_variable_from_value("key", event.key.clone().unwrap_or_default());
+    ctx.add_variable_from_value("tenant", event.tenant.as_str());
+    ctx.add_variable_from_value("time", CelValue::Timestamp(event.time.fixed_offset()));
+    ctx.add_variable_from_value(
+        "data",
+        event.data.as_ref().map_or(CelValue::Null, json_to_cel),
+    );
+    ctx.add_variable_from_value(
+        "extensions",
+        json_to_cel(&Value::Object(event.extensions.clone())),
+    );
+    ctx.add_variable_from_value("event", json_to_cel(&ce));
+}
+
+/// Converts JSON into a CEL value: integers stay integers, other numbers become doubles.
+fn json_to_cel(v: &Value) -> CelValue {
+    match v {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                CelValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                CelValue::UInt(u)
+            } else {
+                CelValue::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(a) => CelValue::List(Arc::new(a.iter().map(json_to_cel).collect())),
+        Value::Object(m) => {
+            let map: std::collections::HashMap<String, CelValue> =
+                m.iter().map(|(k, v)| (k.clone(), json_to_cel(v))).collect();
+            CelValue::Map(map.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{TenantId, parse_cloudevent};
+
+    fn event(data: Value, subject: Option<&str>) -> Event {
+        let mut v = json!({"specversion":"1.0","id":"1","source":"shop","type":"order.created","data":data});
+        if let Some(s) = subject {
+            v["subject"] = json!(s);
+        }
+        parse_cloudevent(v, &TenantId::default(), "http", Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn evaluates_the_documented_example() {
+        let f = Filter::compile(r#"data.total > 100 && subject.startsWith("br-")"#).unwrap();
+        assert!(f.matches(&event(json!({"total": 150}), Some("br-1")), &[]).unwrap());
+        assert!(!f.matches(&event(json!({"total": 50}), Some("br-1")), &[]).unwrap());
+        assert!(!f.matches(&event(json!({"total": 150}), Some("ar-1")), &[]).unwrap());
+        assert!(!f.matches(&event(json!({"total": 150}), None), &[]).unwrap());
+    }
+
+    #[test]
+    fn compares_floats_and_binds_extra_names() {
+        let f = Filter::compile("data.total > 10.5 && court.hits > 0").unwrap();
+        let court = json!({"hits": 2});
+        assert!(f.matches(&event(json!({"total": 11.0}), None), &[("court", &court)]).unwrap());
+    }
+
+    #[test]
+    fn compile_errors_carry_a_position() {
+        let e = Filter::compile("data.total >").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.column > 1, "{e:?}");
+        assert!(Filter::compile("  ").is_err());
+    }
+
+    #[test]
+    fn runtime_errors_are_values_not_panics() {
+        let f = Filter::compile("data.missing.deeper > 1").unwrap();
+        let err = f.matches(&event(json!({"total": 1}), None), &[]).unwrap_err();
+        assert!(err.to_string().contains("data.missing.deeper"));
+        let f = Filter::compile("data.total").unwrap();
+        assert!(matches!(
+            f.matches(&event(json!({"total": 1}), None), &[]),
+            Err(EvalError::NotBoolean { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(src in ".{0,40}") {
+            if let Ok(f) = Filter::compile(&src) {
+                let _ = f.matches(&event(json!({"a": [1, "x", null]}), Some("s")), &[]);
+            }
+        }
+    }
+}

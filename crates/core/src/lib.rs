@@ -1,0 +1,18 @@
+//! Estafeta's vocabulary: events, typed ids, deliveries, the `Destination` trait, the retry
+//! policy, CEL filters and message templates. Nothing here does I/O.
+
+pub mod delivery;
+pub mod destination;
+pub mod event;
+pub mod expr;
+pub mod ids;
+pub mod matcher;
+pub mod metric_names;
+pub mod retry;
+pub mod template;
+
+pub use delivery::{Attempt, AttemptOutcome, Delivery, DeliveryStatus};
+pub use destination::{Destination, OutboundMessage, SendError, SendErrorKind, SendOk};
+pub use event::{Event, TenantId};
+pub use ids::{AttemptId, DeliveryId, EventId};
+pub use retry::RetryPolicy;

@@ -1,0 +1,23 @@
+//! The names of every metric Estafeta exports, in one place (documented in
+//! `docs/operations.md`).
+
+/// Counter: events accepted into the log, by `source`.
+pub const EVENTS_INGESTED: &str = "estafeta_events_ingested_total";
+/// Counter: deliveries delivered, by `destination`.
+pub const DELIVERIES_DELIVERED: &str = "estafeta_deliveries_delivered_total";
+/// Counter: failed attempts, by `destination` and `class` (`retryable` or `final`).
+pub const ATTEMPTS_FAILED: &str = "estafeta_attempts_failed_total";
+/// Counter: deliveries parked as dead, by `destination`.
+pub const DELIVERIES_DEAD: &str = "estafeta_deliveries_dead_total";
+/// Histogram (seconds): duration of one delivery attempt, by `destination`.
+pub const ATTEMPT_DURATION: &str = "estafeta_attempt_duration_seconds";
+/// Histogram (seconds): from the event's arrival to its delivery, by `destination`.
+pub const END_TO_END_LATENCY: &str = "estafeta_end_to_end_latency_seconds";
+/// Gauge: deliveries waiting (pending or retrying), by `destination`.
+pub const QUEUE_DEPTH: &str = "estafeta_queue_depth";
+/// Gauge: 1 while a destination's circuit breaker is open, by `destination`.
+pub const CIRCUIT_OPEN: &str = "estafeta_circuit_open";
+/// Histogram (seconds): time to commit one batch of writes to the store.
+pub const STORE_COMMIT_DURATION: &str = "estafeta_store_commit_duration_seconds";
+/// Histogram: number of write requests committed together in one store transaction.
+pub const STORE_BATCH_SIZE: &str = "estafeta_store_batch_size";
