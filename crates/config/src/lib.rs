@@ -1,1 +1,25 @@
-//! placeholder
+//! Estafeta's configuration in three steps: parse (YAML into serde structs, unknown keys
+//! rejected, errors with line and column), validate (pure, every problem reported at once,
+//! `${env:…}`/`${secret:…}` resolved) and hand the runtime validated [`settings`].
+
+pub mod duration;
+pub mod model;
+pub mod settings;
+pub mod text;
+
+pub use duration::DurationText;
+pub use settings::{
+    BreakerSettings, DestinationKindSettings, DestinationSettings, RateLimit, WebhookSettings,
+};
+pub use text::{Lookup, ProcessLookup, Secret, Text};
+
+mod errors;
+mod parse;
+mod validate;
+
+pub use errors::{ConfigError, ConfigErrors};
+pub use parse::{defaults, load_file, load_str, parse_str};
+pub use validate::{
+    Config, DEFAULT_STORAGE, RouteSettings, SourceKindSettings, SourceSettings, StorageSettings,
+    TargetSettings, template_name, validate,
+};

@@ -1,1 +1,135 @@
-//! placeholder
+//! Durable storage for events, deliveries, attempts, source cursors and settings.
+//!
+//! [`Store`] is the one interface the engine and the API use. [`SqliteStore`] is the embedded
+//! implementation (WAL, one writer thread that commits many appends per transaction); a
+//! PostgreSQL implementation for cluster mode satisfies the same trait and the same
+//! behaviour suite.
+
+mod model;
+mod sqlite;
+
+pub use model::{
+    AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page,
+};
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use async_trait::async_trait;
+use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, TenantId};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes or reads right now (disk full, I/O error, closed). The
+    /// operation had no effect; the caller may retry later.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What happened, without SQL or file paths.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The database holds something this version cannot read.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer Estafeta.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    TooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A bad argument, such as an unparseable page cursor.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Estafeta keeps durably. All methods are safe to call concurrently.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends events together with their initial deliveries, durably (the call returns only
+    /// after the transaction is on disk) and atomically per call (all or nothing). An event
+    /// whose `(tenant, dedupe_key)` was seen within the dedupe window is not stored again:
+    /// its outcome is [`AppendOutcome::Duplicate`] with the first event's id, and its
+    /// deliveries are dropped. Duplicates inside one call are detected too.
+    async fn append(&self, batch: Vec<NewEvent>) -> StoreResult<Vec<AppendOutcome>>;
+
+    /// Records finished attempts and the new state of their deliveries, durably.
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()>;
+
+    /// Inserts new deliveries (used by replay), durably.
+    async fn insert_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()>;
+
+    /// Moves a delivery back to `pending`, due now, for an operator's retry. Returns the
+    /// updated delivery, or `None` when it does not exist for that tenant.
+    async fn requeue_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>>;
+
+    /// One event.
+    async fn get_event(&self, tenant: &TenantId, id: EventId) -> StoreResult<Option<Event>>;
+
+    /// Several events by id, for the dispatcher (any tenant); missing ids are skipped.
+    async fn get_events(&self, ids: &[EventId]) -> StoreResult<Vec<Event>>;
+
+    /// A page of events, newest first.
+    async fn list_events(&self, query: &EventQuery) -> StoreResult<Page<Event>>;
+
+    /// Events of a tenant in log order starting after `after` (exclusive) or at the first
+    /// event received at or after `since`; used by replay.
+    async fn scan_events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventId>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// One delivery.
+    async fn get_delivery(&self, tenant: &TenantId, id: DeliveryId)
+    -> StoreResult<Option<Delivery>>;
+
+    /// A page of deliveries, newest first.
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Page<Delivery>>;
+
+    /// The deliveries of one event.
+    async fn deliveries_for_event(&self, event_id: EventId) -> StoreResult<Vec<Delivery>>;
+
+    /// The attempts of one delivery, oldest first.
+    async fn attempts(&self, delivery_id: DeliveryId) -> StoreResult<Vec<Attempt>>;
+
+    /// Deliveries that are not finished (`pending` or `retrying`), in id order after
+    /// `after`, at most `limit`: how the dispatcher recovers its queue after a restart.
+    async fn unfinished_deliveries(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Number of deliveries per destination and status.
+    async fn delivery_counts(&self) -> StoreResult<Vec<DeliveryCount>>;
+
+    /// A source's checkpoint (LSN, offset, cursor …).
+    async fn get_cursor(&self, source_id: &str) -> StoreResult<Option<String>>;
+
+    /// Stores a source's checkpoint durably.
+    async fn put_cursor(&self, source_id: &str, value: &str) -> StoreResult<()>;
+
+    /// A setting (for example the admin token's hash).
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Stores a setting durably.
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+
+    /// Checks that the store answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Flushes and stops the writer; later writes fail with `Unavailable`.
+    async fn close(&self);
+}

@@ -1,0 +1,69 @@
+//! Validated, resolved settings: what the runtime components are built from. Nothing here
+//! can be invalid; secrets are wrapped in [`Secret`].
+
+use std::time::Duration;
+
+use estafeta_core::RetryPolicy;
+
+use crate::text::Secret;
+
+/// A validated webhook destination.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Destination id.
+    pub id: String,
+    /// Endpoint URL (http or https), may carry a secret in its query.
+    pub url: Secret,
+    /// Decoded signing key (the bytes after `whsec_`), if signing.
+    pub signing_key: Option<Secret>,
+    /// Extra headers (name, value).
+    pub headers: Vec<(String, Secret)>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Whether private addresses are allowed.
+    pub allow_private_networks: bool,
+    /// Batch mode: most events per request and the longest wait; `None` sends one per request.
+    pub batch: Option<(usize, Duration)>,
+}
+
+/// Rate limit: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+/// Circuit breaker settings; `None` in [`DestinationSettings`] means disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Open after failing continuously for this long.
+    pub failure_window: Duration,
+    /// Probe this often while open.
+    pub probe_interval: Duration,
+}
+
+/// What every destination has besides its kind.
+#[derive(Debug, Clone)]
+pub struct DestinationSettings {
+    /// Destination id.
+    pub id: String,
+    /// Max attempts in flight.
+    pub concurrency: usize,
+    /// Optional rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Circuit breaker, if enabled.
+    pub breaker: Option<BreakerSettings>,
+    /// The kind and its settings.
+    pub kind: DestinationKindSettings,
+}
+
+/// Kind-specific validated settings.
+#[derive(Debug, Clone)]
+pub enum DestinationKindSettings {
+    /// A webhook.
+    Webhook(WebhookSettings),
+}

@@ -1,0 +1,492 @@
+//! Validation: turns a parsed [`ConfigFile`] into a [`Config`], resolving references,
+//! compiling filters and templates, and collecting every problem instead of stopping at the
+//! first.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use estafeta_core::expr::Filter;
+use estafeta_core::template::TemplateSet;
+use estafeta_core::RetryPolicy;
+use serde_saphyr::Spanned;
+
+use crate::errors::{ConfigError, ConfigErrors};
+use crate::model::{ConfigFile, DestinationKind, LogConfig, Ordering, SourceKind};
+use crate::settings::{
+    BreakerSettings, DestinationKindSettings, DestinationSettings, RateLimit, WebhookSettings,
+};
+use crate::text::{self, Lookup, Secret, Text};
+
+/// The default storage location.
+pub const DEFAULT_STORAGE: &str = "sqlite://./estafeta-data/estafeta.db";
+
+/// The validated configuration the runtime is built from.
+#[derive(Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// The admin token, if configured.
+    pub admin_token: Option<Secret>,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Storage.
+    pub storage: StorageSettings,
+    /// Dedupe window for ingest.
+    pub dedupe_window: Duration,
+    /// Logging.
+    pub log: LogConfig,
+    /// Sources (always includes `http`).
+    pub sources: Vec<SourceSettings>,
+    /// Routes.
+    pub routes: Vec<RouteSettings>,
+    /// Compiled templates, named `routes.<route>.to[<n>].template`.
+    pub templates: Arc<TemplateSet>,
+    /// Destinations.
+    pub destinations: Vec<DestinationSettings>,
+}
+
+/// Where data is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    /// Embedded SQLite database file.
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Source id.
+    pub id: String,
+    /// Kind.
+    pub kind: SourceKindSettings,
+}
+
+/// Kinds of sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKindSettings {
+    /// HTTP ingest.
+    Http,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Route id.
+    pub id: String,
+    /// Source ids (empty = all).
+    pub from: Vec<String>,
+    /// Type globs (empty = all).
+    pub match_types: Vec<String>,
+    /// Compiled filter.
+    pub filter: Option<Filter>,
+    /// Ordering.
+    pub ordering: Ordering,
+    /// Targets.
+    pub targets: Vec<TargetSettings>,
+}
+
+/// One destination of a route.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// Destination id.
+    pub destination: String,
+    /// Template name in [`Config::templates`], if the body is templated.
+    pub template: Option<String>,
+    /// Media type for the rendered template.
+    pub content_type: Option<String>,
+}
+
+/// Name under which a route target's template is registered.
+#[must_use]
+pub fn template_name(route: &str, index: usize) -> String {
+    format!("routes.{route}.to[{index}].template")
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    lookup: &'a dyn Lookup,
+    errors: Vec<ConfigError>,
+    entry: (u64, u64),
+}
+
+impl Ctx<'_> {
+    fn err_at(&mut self, line: u64, column: u64, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn err<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+        let (l, c) = match at.referenced.line() {
+            0 => self.entry,
+            l => (l, at.referenced.column()),
+        };
+        self.err_at(l, c, field, message);
+    }
+
+    fn resolve(&mut self, t: &Text, field: &str) -> Option<text::Resolved> {
+        match text::resolve(t.raw(), self.lookup) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let (l, c) = self.pos(t);
+                self.err_at(l, c, field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A value's position; values inside a kind's settings lose theirs to serde's `flatten`,
+    /// so those point at the entry (its `id`) instead.
+    fn pos(&self, t: &Text) -> (u64, u64) {
+        match t.position() {
+            (0, _) => self.entry,
+            p => p,
+        }
+    }
+}
+
+/// Validates a parsed file. `file` names it in errors.
+///
+/// # Errors
+/// Every problem found.
+#[allow(clippy::too_many_lines)]
+pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx { file, lookup, errors: Vec::new(), entry: (0, 0) };
+
+    let listen = match raw.server.listen.value.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            cx.err(&raw.server.listen, "server.listen", format!(
+                "`{}` is not an address; write e.g. `127.0.0.1:8080` or `0.0.0.0:8080`",
+                raw.server.listen.value
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    if raw.server.max_body_bytes == 0 {
+        cx.err_at(0, 0, "server.max_body_bytes", "must be greater than 0");
+    }
+    let admin_token = raw
+        .server
+        .admin_token
+        .as_ref()
+        .and_then(|t| cx.resolve(t, "server.admin_token"))
+        .map(|r| r.value);
+    if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        let (l, c) = raw.server.admin_token.as_ref().map_or((0, 0), Text::position);
+        cx.err_at(l, c, "server.admin_token", "must be at least 16 characters long");
+    }
+
+    let storage = match &raw.storage {
+        None => StorageSettings::Sqlite { path: PathBuf::from("./estafeta-data/estafeta.db") },
+        Some(s) => match s.value.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => StorageSettings::Sqlite { path: PathBuf::from(p) },
+            _ if s.value.starts_with("postgres://") || s.value.starts_with("postgresql://") => {
+                cx.err(s, "storage", "PostgreSQL storage (cluster mode) is not available in this version; use `sqlite://PATH`");
+                StorageSettings::Sqlite { path: PathBuf::new() }
+            }
+            _ => {
+                cx.err(s, "storage", format!("`{}` is not a storage URL; write `sqlite://./estafeta-data/estafeta.db`", s.value));
+                StorageSettings::Sqlite { path: PathBuf::new() }
+            }
+        },
+    };
+
+    cx.entry = (0, 0);
+    // Sources: `http` always exists.
+    let mut sources = Vec::new();
+    let mut source_ids = HashSet::new();
+    for (i, s) in raw.sources.iter().enumerate() {
+        let field = format!("sources[{i}].id");
+        check_id(&mut cx, &s.id, &field);
+        if !source_ids.insert(s.id.value.clone()) {
+            cx.err(&s.id, field, format!("duplicate source id `{}`", s.id.value));
+        }
+        let kind = match s.kind {
+            SourceKind::Http(_) => SourceKindSettings::Http,
+        };
+        sources.push(SourceSettings { id: s.id.value.clone(), kind });
+    }
+    if !source_ids.contains("http") {
+        source_ids.insert("http".to_owned());
+        sources.push(SourceSettings { id: "http".to_owned(), kind: SourceKindSettings::Http });
+    }
+
+    // Destinations.
+    let mut destinations = Vec::new();
+    let mut dest_ids = HashSet::new();
+    for (i, d) in raw.destinations.iter().enumerate() {
+        let p = format!("destinations[{i}]");
+        cx.entry = (d.id.referenced.line(), d.id.referenced.column());
+        check_id(&mut cx, &d.id, &format!("{p}.id"));
+        if !dest_ids.insert(d.id.value.clone()) {
+            cx.err(&d.id, format!("{p}.id"), format!("duplicate destination id `{}`", d.id.value));
+        }
+        if d.concurrency == 0 || d.concurrency > 10_000 {
+            cx.err(&d.id, format!("{p}.concurrency"), "must be between 1 and 10000");
+        }
+        let rate_limit = d.rate_limit.as_ref().and_then(|r| match parse_rate(&r.value) {
+            Ok(rl) => Some(rl),
+            Err(m) => {
+                cx.err(r, format!("{p}.rate_limit"), m);
+                None
+            }
+        });
+        let jitter = d.retry.jitter.unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&jitter) {
+            cx.err(&d.id, format!("{p}.retry.jitter"), "must be between 0 and 1");
+        }
+        let retry = match &d.retry.schedule {
+            None => RetryPolicy::new(RetryPolicy::default().schedule().to_vec(), jitter),
+            Some(s) if s.is_empty() => {
+                cx.err(&d.id, format!("{p}.retry.schedule"), "must list at least one delay (the first is usually `0s`)");
+                RetryPolicy::default()
+            }
+            Some(s) => RetryPolicy::new(s.iter().map(|d| d.0).collect(), jitter),
+        };
+        let breaker = d.circuit_breaker.enabled.then_some(BreakerSettings {
+            failure_window: d.circuit_breaker.failure_window.0,
+            probe_interval: d.circuit_breaker.probe_interval.0.max(Duration::from_millis(10)),
+        });
+        let kind = match &d.kind {
+            DestinationKind::Webhook(w) => {
+                webhook(&mut cx, &p, &d.id.value, w).map(DestinationKindSettings::Webhook)
+            }
+        };
+        if let Some(kind) = kind {
+            destinations.push(DestinationSettings {
+                id: d.id.value.clone(),
+                concurrency: d.concurrency.max(1),
+                rate_limit,
+                retry,
+                breaker,
+                kind,
+            });
+        }
+    }
+
+    // Routes.
+    let mut routes = Vec::new();
+    let mut templates = TemplateSet::new();
+    let mut route_ids = HashSet::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        cx.entry = (r.id.referenced.line(), r.id.referenced.column());
+        check_id(&mut cx, &r.id, &format!("{p}.id"));
+        if !route_ids.insert(r.id.value.clone()) {
+            cx.err(&r.id, format!("{p}.id"), format!("duplicate route id `{}`", r.id.value));
+        }
+        let mut from = Vec::new();
+        for f in r.from.values() {
+            if !source_ids.contains(&f.value) {
+                cx.err(f, format!("{p}.from"), format!("no source with id `{}`", f.value));
+            }
+            from.push(f.value.clone());
+        }
+        let match_types: Vec<String> = r.match_types.values().into_iter().map(|m| m.value.clone()).collect();
+        for m in r.match_types.values() {
+            if m.value.trim().is_empty() {
+                cx.err(m, format!("{p}.match"), "an event-type pattern must not be empty");
+            }
+        }
+        let filter = r.filter.as_ref().and_then(|f| match Filter::compile(&f.value) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let (line, col) = inner_position(f, e.line, e.column);
+                cx.err_at(line, col, format!("{p}.filter"), format!(
+                    "route `{}`: filter does not compile: {} (line {}, column {} of the expression)",
+                    r.id.value, e.message, e.line, e.column
+                ));
+                None
+            }
+        });
+        if r.to.is_empty() {
+            cx.err(&r.id, format!("{p}.to"), "a route needs at least one destination");
+        }
+        let mut targets = Vec::new();
+        for (j, t) in r.to.iter().enumerate() {
+            if !dest_ids.contains(&t.destination.value) {
+                cx.err(&t.destination, format!("{p}.to[{j}].destination"), format!(
+                    "no destination with id `{}`", t.destination.value
+                ));
+            }
+            let template = t.template.as_ref().and_then(|src| {
+                let name = template_name(&r.id.value, j);
+                match templates.add(&name, &src.value) {
+                    Ok(()) => Some(name),
+                    Err(e) => {
+                        let (line, col) = inner_position(src, e.line.unwrap_or(1), 1);
+                        cx.err_at(line, col, format!("{p}.to[{j}].template"), format!(
+                            "route `{}`: template does not compile: {} (line {} of the template)",
+                            r.id.value, e.message, e.line.unwrap_or(1)
+                        ));
+                        None
+                    }
+                }
+            });
+            targets.push(TargetSettings {
+                destination: t.destination.value.clone(),
+                template,
+                content_type: t.content_type.clone(),
+            });
+        }
+        routes.push(RouteSettings {
+            id: r.id.value.clone(),
+            from,
+            match_types,
+            filter,
+            ordering: r.ordering,
+            targets,
+        });
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(ConfigErrors(cx.errors));
+    }
+    Ok(Config {
+        listen,
+        max_body_bytes: raw.server.max_body_bytes,
+        admin_token,
+        shutdown_grace: raw.server.shutdown_grace.0,
+        storage,
+        dedupe_window: raw.ingest.dedupe_window.0,
+        log: raw.log,
+        sources,
+        routes,
+        templates: Arc::new(templates),
+        destinations,
+    })
+}
+
+/// Where line `line` (1-based) of a multi-line value starts in the file: block scalars start
+/// on the next line.
+fn inner_position(at: &Spanned<String>, line: usize, column: usize) -> (u64, u64) {
+    let base = at.referenced.line();
+    if base == 0 {
+        return (0, 0);
+    }
+    let line = u64::try_from(line.max(1)).unwrap_or(1);
+    if line == 1 {
+        (base, at.referenced.column() + u64::try_from(column.saturating_sub(1)).unwrap_or(0))
+    } else {
+        (base + line - 1, u64::try_from(column).unwrap_or(0))
+    }
+}
+
+fn check_id(cx: &mut Ctx<'_>, id: &Spanned<String>, field: &str) {
+    let v = &id.value;
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        cx.err(id, field, format!(
+            "`{v}` is not a valid id: use 1-64 letters, digits, `-`, `_` or `.`"
+        ));
+    }
+}
+
+fn parse_rate(s: &str) -> Result<RateLimit, String> {
+    let bad = || format!("`{s}` is not a rate; write e.g. `100/s`, `600/min` or `5000/h`");
+    let (n, unit) = s.split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err("a rate limit must allow at least 1 request".to_owned());
+    }
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    Ok(RateLimit { count, per })
+}
+
+fn webhook(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    id: &str,
+    w: &crate::model::WebhookConfig,
+) -> Option<WebhookSettings> {
+    let url = cx.resolve(&w.url, &format!("{p}.url"))?;
+    match url::Url::parse(url.value.expose()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => {
+            let (l, c) = cx.pos(&w.url);
+            cx.err_at(l, c, format!("{p}.url"), format!(
+                "scheme `{}` is not supported; webhook URLs start with http:// or https://", u.scheme()
+            ));
+        }
+        Err(e) => {
+            let (l, c) = cx.pos(&w.url);
+            cx.err_at(l, c, format!("{p}.url"), format!("not a valid URL ({e})"));
+        }
+    }
+    let signing_key = match &w.secret {
+        None => None,
+        Some(t) => {
+            let r = cx.resolve(t, &format!("{p}.secret"))?;
+            let ok = r
+                .value
+                .expose()
+                .strip_prefix("whsec_")
+                .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_ok_and(|k| k.len() >= 16));
+            if !ok {
+                let (l, c) = cx.pos(t);
+                cx.err_at(l, c, format!("{p}.secret"), "a webhook secret is `whsec_` followed by base64 of at least 16 bytes (generate one with `estafeta secret generate`)");
+            }
+            Some(r.value)
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &w.headers {
+        let valid_name = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            let (l, c) = cx.pos(value);
+            cx.err_at(l, c, format!("{p}.headers"), format!("`{name}` is not a valid header name"));
+            continue;
+        }
+        if let Some(v) = cx.resolve(value, &format!("{p}.headers.{name}")) {
+            if v.value.expose().contains(['\r', '\n']) {
+                let (l, c) = cx.pos(value);
+                cx.err_at(l, c, format!("{p}.headers.{name}"), "header values must not contain line breaks");
+            }
+            headers.push((name.clone(), v.value));
+        }
+    }
+    if w.timeout.0.is_zero() {
+        let (l, c) = cx.pos(&w.url);
+        cx.err_at(l, c, format!("{p}.timeout"), "must be greater than 0");
+    }
+    let batch = match &w.batch {
+        None => None,
+        Some(b) if b.max_events == 0 || b.max_events > 10_000 => {
+            let (l, c) = cx.pos(&w.url);
+            cx.err_at(l, c, format!("{p}.batch.max_events"), "must be between 1 and 10000");
+            None
+        }
+        Some(b) => Some((b.max_events, b.max_wait.0)),
+    };
+    Some(WebhookSettings {
+        id: id.to_owned(),
+        url: url.value,
+        signing_key,
+        headers,
+        timeout: w.timeout.0,
+        allow_private_networks: w.allow_private_networks,
+        batch,
+    })
+}

@@ -1,0 +1,142 @@
+//! Configuration: parsing, validation and error reporting as a user sees them.
+
+#![allow(clippy::unwrap_used)]
+
+use estafeta_config::{Lookup, SourceKindSettings, StorageSettings, load_str};
+
+struct Env;
+impl Lookup for Env {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "HOOK_URL" => Some("https://hooks.example.org/in".into()),
+            _ => None,
+        }
+    }
+    fn secret(&self, name: &str) -> Option<String> {
+        (name == "shop_whsec").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
+    }
+}
+
+const GOOD: &str = r#"
+server: { listen: "127.0.0.1:9999" }
+routes:
+  - id: big-orders
+    from: http
+    match: "order.*"
+    filter: 'data.total > 100 && subject.startsWith("br-")'
+    to:
+      - destination: shop
+        template: "Order {{ id }}: {{ data.total }}"
+destinations:
+  - id: shop
+    kind: webhook
+    url: ${env:HOOK_URL}
+    secret: ${secret:shop_whsec}
+    headers: { X-Team: integrations }
+    retry: { schedule: [0s, 1s, 2s] }
+    rate_limit: 100/s
+"#;
+
+#[test]
+fn a_good_file_validates() {
+    let c = load_str(GOOD, "good.yaml", &Env).unwrap();
+    assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.routes[0].match_types, vec!["order.*".to_owned()]);
+    assert!(c.routes[0].filter.is_some());
+    assert_eq!(c.destinations[0].retry.max_attempts(), 3);
+    assert!(c.sources.iter().any(|s| s.id == "http" && s.kind == SourceKindSettings::Http));
+    assert!(c.templates.contains("routes.big-orders.to[0].template"));
+    // Secrets never show in debug output.
+    assert!(!format!("{c:?}").contains("MfKQ9r8"));
+}
+
+#[test]
+fn empty_file_means_defaults() {
+    let c = load_str("", "empty.yaml", &Env).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.storage, StorageSettings::Sqlite { path: "./estafeta-data/estafeta.db".into() });
+}
+
+#[test]
+fn unknown_keys_are_errors_with_line_and_column() {
+    let err = load_str("server:\n  listen: 127.0.0.1:1\n  lisen: x\n", "f.yaml", &Env).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("f.yaml:3:"), "{text}");
+    assert!(text.contains("lisen"), "{text}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once_with_places() {
+    let yaml = r#"
+routes:
+  - id: r1
+    from: nowhere
+    filter: "data.total >"
+    to:
+      - destination: missing
+        template: "{{ data.x "
+destinations:
+  - id: d1
+    kind: webhook
+    url: ftp://x
+    secret: ${secret:nope}
+"#;
+    let err = load_str(yaml, "bad.yaml", &Env).unwrap_err();
+    let text = err.to_string();
+    assert!(err.0.len() >= 5, "{text}");
+    assert!(text.contains("bad.yaml:3:9: routes[0].from: no source with id `nowhere`"), "{text}");
+    assert!(text.contains("routes[0].filter: route `r1`: filter does not compile"), "{text}");
+    assert!(text.contains("routes[0].to[0].destination: no destination with id `missing`"), "{text}");
+    assert!(text.contains("routes[0].to[0].template"), "{text}");
+    assert!(text.contains("destinations[0].url"), "{text}");
+    assert!(text.contains("secret `nope` is not defined"), "{text}");
+    // Each error points at a line.
+    assert!(err.0.iter().all(|e| e.line > 0), "{text}");
+}
+
+#[test]
+fn bad_durations_and_rates_are_named() {
+    let yaml = "destinations:\n  - id: d\n    kind: webhook\n    url: https://x.example\n    timeout: soon\n";
+    let text = load_str(yaml, "d.yaml", &Env).unwrap_err().to_string();
+    // Inside a kind's settings serde reports the entry's position.
+    assert!(text.contains("d.yaml:2:5"), "{text}");
+    assert!(text.contains("not a duration"), "{text}");
+    let yaml = "destinations:\n  - id: d\n    kind: webhook\n    url: https://x.example\n    rate_limit: lots\n";
+    let text = load_str(yaml, "d.yaml", &Env).unwrap_err().to_string();
+    assert!(text.contains("d.yaml:5:17: destinations[0].rate_limit"), "{text}");
+}
+
+#[test]
+fn unknown_kinds_and_postgres_storage_are_explained() {
+    let text = load_str("destinations:\n  - id: d\n    kind: carrier-pigeon\n", "k.yaml", &Env)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("carrier-pigeon"), "{text}");
+    let text = load_str("storage: postgres://db/x\n", "s.yaml", &Env).unwrap_err().to_string();
+    assert!(text.contains("s.yaml:1"), "{text}");
+    assert!(text.contains("cluster mode"), "{text}");
+}
+
+#[test]
+fn examples_in_the_repository_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            struct Any;
+            impl Lookup for Any {
+                fn env(&self, _: &str) -> Option<String> {
+                    Some("https://example.org/hook".into())
+                }
+                fn secret(&self, _: &str) -> Option<String> {
+                    Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
+                }
+            }
+            estafeta_config::load_file(&path, &Any)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs found in {}", dir.display());
+}
