@@ -1,1 +1,73 @@
-//! placeholder
+//! Estafeta's HTTP API: ingest (`POST /v1/events`), the operations API under `/v1`, health
+//! and readiness probes and Prometheus metrics. [`app`] builds the router; it is tested
+//! without a socket.
+
+pub mod auth;
+mod ingest;
+mod ops;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use estafeta_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use auth::{Auth, token_digest};
+pub use problem::Problem;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running engine (and through it the store).
+    pub engine: Engine,
+    /// Accepted tokens.
+    pub auth: Arc<Auth>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Renders `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/events", post(ingest::post_events).get(ops::list_events))
+        .route("/events/{id}", get(ops::get_event))
+        .route("/deliveries", get(ops::list_deliveries))
+        .route("/deliveries/{id}", get(ops::get_delivery))
+        .route("/deliveries/{id}/retry", post(ops::retry_delivery))
+        .route("/routes", get(ops::list_routes))
+        .route("/routes/{id}/replay", post(ops::replay_route))
+        .route("/destinations", get(ops::list_destinations));
+    let protected = Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .merge(protected)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        // Ingest reads the body itself with its own limit and a problem document; this
+        // outer bound stops anything else from buffering more.
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes.saturating_add(1)))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(_) => Problem::unavailable("the store does not answer").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

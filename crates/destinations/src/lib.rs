@@ -1,1 +1,20 @@
-//! placeholder
+//! Estafeta's destinations: where deliveries are sent.
+//!
+//! Each kind lives in its own module (only [`webhook`] so far) and implements
+//! [`estafeta_core::Destination`]. [`registry::build`] turns validated
+//! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
+//! place a new kind is wired in. HTTP destinations get their pooled clients from
+//! [`HttpClients`], which installs the rustls crypto provider first.
+//!
+//! Rate limits, concurrency limits, retries and circuit breaking are the engine's job, not
+//! a destination's.
+
+mod build_error;
+mod http_client;
+pub mod registry;
+pub mod webhook;
+
+pub use build_error::BuildError;
+pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
+pub use registry::build;
+pub use webhook::Webhook;

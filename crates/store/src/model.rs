@@ -1,7 +1,7 @@
 //! Plain data passed in and out of the [`Store`](crate::Store).
 
 use chrono::{DateTime, Utc};
-use estafeta_core::{Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, TenantId};
+use estafeta_core::{Attempt, Delivery, DeliveryStatus, Event, EventId, TenantId};
 use serde::Serialize;
 
 /// An event to append, with the deliveries routing decided for it.

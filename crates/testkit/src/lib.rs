@@ -1,1 +1,7 @@
-//! placeholder
+//! Local peers for Estafeta's tests: a webhook receiver that records requests, verifies
+//! Standard Webhooks signatures and answers as scripted.
+
+mod signature;
+mod webhook_receiver;
+
+pub use webhook_receiver::{Arrival, ReceivedRequest, ReceiverBuilder, WebhookReceiver};

@@ -30,7 +30,10 @@ pub enum SecretError {
 /// # Errors
 /// [`SecretError`] when the prefix is missing, the rest is not base64 or decodes to nothing.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SecretError> {
-    let encoded = secret.trim().strip_prefix(SECRET_PREFIX).ok_or(SecretError::MissingPrefix)?;
+    let encoded = secret
+        .trim()
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or(SecretError::MissingPrefix)?;
     let key = STANDARD.decode(encoded).map_err(SecretError::NotBase64)?;
     if key.is_empty() {
         return Err(SecretError::Empty);
@@ -107,7 +110,10 @@ mod tests {
 
     #[test]
     fn refuses_malformed_secrets_without_echoing_them() {
-        assert!(matches!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Err(SecretError::MissingPrefix)));
+        assert!(matches!(
+            decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            Err(SecretError::MissingPrefix)
+        ));
         let err = decode_secret("whsec_not*base64").unwrap_err();
         assert!(matches!(err, SecretError::NotBase64(_)));
         assert!(!err.to_string().contains("not*base64"));

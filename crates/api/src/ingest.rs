@@ -1,0 +1,145 @@
+//! `POST /v1/events`: one CloudEvent or a batch, answered 202 only once the events are on
+//! disk.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use estafeta_core::event::parse_cloudevent;
+use estafeta_engine::Incoming;
+use estafeta_store::AppendOutcome;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::problem::Problem;
+
+/// Most events in one batch request.
+pub(crate) const MAX_BATCH: usize = 10_000;
+
+#[derive(Serialize)]
+struct Accepted {
+    /// Estafeta ids of the events, in request order.
+    ids: Vec<String>,
+    /// How many of them were already stored (same id or idempotency key).
+    duplicates: usize,
+}
+
+/// Handles `POST /v1/events`.
+pub(crate) async fn post_events(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let batch_ct = match ct.as_str() {
+        "application/cloudevents-batch+json" => true,
+        "application/json" | "application/cloudevents+json" | "" => false,
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .detail(format!(
+                "`{other}` is not accepted; send application/cloudevents+json, application/json or application/cloudevents-batch+json"
+            )));
+        }
+    };
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
+            .detail(format!("the body is larger than the limit of {limit} bytes"))
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            Problem::bad_request(format!("cannot read the body: {e}"))
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::bad_request(format!(
+            "malformed JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+        .field("$")
+    })?;
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    if idem.as_ref().is_some_and(|k| k.len() > 255) {
+        return Err(Problem::bad_request("Idempotency-Key is longer than 255 characters").field("Idempotency-Key"));
+    }
+    let now = Utc::now();
+    let was_array = value.is_array();
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) if !batch_ct => vec![obj],
+        _ if batch_ct => {
+            return Err(Problem::bad_request("a batch must be a JSON array of CloudEvents").field("$"));
+        }
+        _ => return Err(Problem::bad_request("expected a CloudEvent JSON object or an array of them").field("$")),
+    };
+    let is_batch = batch_ct || was_array;
+    if items.is_empty() {
+        return Err(Problem::bad_request("the batch is empty").field("$"));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(Problem::bad_request(format!("a batch holds at most {MAX_BATCH} events")).field("$"));
+    }
+    let mut incoming = Vec::with_capacity(items.len());
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let event = parse_cloudevent(item, &who.tenant, "http", now).map_err(|e| {
+            let e = if is_batch { e.in_batch(i) } else { e };
+            Problem::bad_request(format!("invalid CloudEvent: {}", e.message)).field(e.field)
+        })?;
+        let dedupe_key = match &idem {
+            Some(k) if n == 1 => format!("idem:{k}"),
+            Some(k) => format!("idem:{k}:{i}"),
+            None => format!("ce:{}\u{1f}{}", event.ce_source, event.ce_id),
+        };
+        incoming.push(Incoming { event, dedupe_key });
+    }
+    let outcomes = state.engine.ingest(incoming).await?;
+    let duplicates = outcomes.iter().filter(|o| matches!(o, AppendOutcome::Duplicate(_))).count();
+    let ids = outcomes.iter().map(|o| o.id().to_string()).collect();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { ids, duplicates })).into_response())
+}
+
+/// True when reading the body stopped at the size limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().to_ascii_lowercase().contains("length limit") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}

@@ -1,0 +1,76 @@
+//! Why a destination could not be built from its validated settings. Messages name the
+//! destination and the setting, never a secret (a URL may carry a token: it is not shown).
+
+use crate::webhook::signing::SecretError;
+
+/// A destination that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The URL does not parse.
+    #[error("destination `{id}`: the url is not valid")]
+    InvalidUrl {
+        /// Destination id.
+        id: String,
+        /// The parser's reason.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The URL's scheme is not `http` or `https`, or it has no host.
+    #[error(
+        "destination `{id}`: the url must be http:// or https:// with a host (got scheme `{scheme}`)"
+    )]
+    UnsupportedUrl {
+        /// Destination id.
+        id: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// A configured header name is not a valid HTTP header name.
+    #[error("destination `{id}`: `{name}` is not a valid header name")]
+    InvalidHeaderName {
+        /// Destination id.
+        id: String,
+        /// The name as configured.
+        name: String,
+        /// The parser's reason.
+        #[source]
+        source: reqwest::header::InvalidHeaderName,
+    },
+    /// A configured header value is not a valid HTTP header value.
+    #[error("destination `{id}`: the value of header `{name}` is not a valid header value")]
+    InvalidHeaderValue {
+        /// Destination id.
+        id: String,
+        /// The header's name.
+        name: String,
+        /// The parser's reason.
+        #[source]
+        source: reqwest::header::InvalidHeaderValue,
+    },
+    /// A configured header is one Estafeta sets itself.
+    #[error("destination `{id}`: header `{name}` is set by Estafeta and cannot be configured")]
+    ReservedHeader {
+        /// Destination id.
+        id: String,
+        /// The header's name.
+        name: String,
+    },
+    /// The signing secret is not `whsec_` followed by base64.
+    #[error("destination `{id}`: invalid signing secret")]
+    InvalidSecret {
+        /// Destination id.
+        id: String,
+        /// What is wrong with it.
+        #[source]
+        source: SecretError,
+    },
+    /// The HTTP client could not be built (e.g. no TLS roots).
+    #[error("destination `{id}`: the HTTP client cannot be built")]
+    HttpClient {
+        /// Destination id.
+        id: String,
+        /// The client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+}

@@ -1,0 +1,29 @@
+//! The one place a destination kind is wired in: validated settings in, a running
+//! `Arc<dyn Destination>` out.
+
+use std::sync::Arc;
+
+use estafeta_config::{DestinationKindSettings, DestinationSettings};
+use estafeta_core::Destination;
+
+use crate::build_error::BuildError;
+use crate::http_client::HttpClients;
+use crate::webhook::Webhook;
+
+/// Builds the destination `settings` describe. HTTP destinations get their own pooled
+/// client from `clients`, sized to the destination's concurrency.
+///
+/// # Errors
+/// Settings that cannot be turned into a destination (see [`BuildError`]).
+pub fn build(
+    settings: &DestinationSettings,
+    clients: &HttpClients,
+) -> Result<Arc<dyn Destination>, BuildError> {
+    match &settings.kind {
+        DestinationKindSettings::Webhook(webhook) => Ok(Arc::new(Webhook::new(
+            webhook,
+            clients,
+            settings.concurrency,
+        )?)),
+    }
+}

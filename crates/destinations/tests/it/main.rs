@@ -1,0 +1,6 @@
+//! Integration tests of the destinations against the local webhook receiver.
+
+#![allow(clippy::unwrap_used)]
+
+mod webhook;
+mod load_tmp;

@@ -1,0 +1,365 @@
+//! A destination's lane: takes due deliveries from its queue and runs attempts within the
+//! destination's concurrency limit, rate limit and circuit breaker; classifies outcomes and
+//! schedules retries or parks deliveries as dead.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use estafeta_config::DestinationSettings;
+use estafeta_core::metric_names as m;
+use estafeta_core::{
+    Attempt, AttemptId, AttemptOutcome, DeliveryStatus, Destination, OutboundMessage, RetryPolicy,
+    SendError, SendErrorKind, SendOk,
+};
+use estafeta_store::{AttemptRecord, Store};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::breaker::{Admit, Breaker};
+use crate::dispatch::queue::{Item, Pushed, Queue};
+use crate::router::Router;
+
+pub(crate) struct Lane {
+    pub(crate) id: String,
+    destination: Arc<dyn Destination>,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    permits: Arc<Semaphore>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    pub(crate) breaker: Breaker,
+    retry: RetryPolicy,
+}
+
+pub(crate) struct LaneDeps {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) recorder: mpsc::Sender<crate::dispatch::recorder::Msg>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Lane {
+    pub(crate) fn new(settings: &DestinationSettings, destination: Arc<dyn Destination>) -> Self {
+        let limiter = settings.rate_limit.and_then(|rl| {
+            let count = NonZeroU32::new(rl.count)?;
+            let quota = Quota::with_period(rl.per / rl.count)?.allow_burst(count.min(
+                NonZeroU32::new(settings.concurrency.try_into().unwrap_or(u32::MAX)).unwrap_or(count),
+            ));
+            Some(RateLimiter::direct(quota))
+        });
+        Self {
+            id: settings.id.clone(),
+            destination,
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            limiter,
+            breaker: Breaker::new(settings.breaker),
+            retry: settings.retry.clone(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push_new(&self, item: Item, at: Instant) -> Pushed {
+        let r = self.queue().push_new(item, at);
+        self.notify.notify_one();
+        r
+    }
+
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        let q = self.queue();
+        (q.depth(), q.in_flight())
+    }
+
+    /// Runs until cancelled.
+    pub(crate) async fn run(self: Arc<Self>, deps: Arc<LaneDeps>) {
+        let max_batch = self.destination.max_batch().max(1);
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                () = deps.cancel.cancelled() => return,
+            };
+            let Some(first) = self.next_due(&deps.cancel).await else { return };
+            let probe = match self.breaker.admit() {
+                Admit::Go => false,
+                Admit::Probe => true,
+                Admit::Wait(d) => {
+                    self.queue().put_back(first, Instant::now() + d);
+                    continue;
+                }
+            };
+            if let Some(l) = &self.limiter {
+                tokio::select! {
+                    () = l.until_ready() => {}
+                    () = deps.cancel.cancelled() => {
+                        self.queue().put_back(first, Instant::now());
+                        return;
+                    }
+                }
+            }
+            let mut items = vec![first];
+            if max_batch > 1 && !probe {
+                self.fill_batch(&mut items, max_batch, &deps.cancel).await;
+            }
+            let lane = Arc::clone(&self);
+            let deps2 = Arc::clone(&deps);
+            deps.tracker.spawn(async move {
+                lane.attempt(items, probe, &deps2).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn next_due(&self, cancel: &CancellationToken) -> Option<Item> {
+        loop {
+            let notified = self.notify.notified();
+            let wait = match self.queue().pop_due(Instant::now()) {
+                Ok(item) => return Some(item),
+                Err(next) => next,
+            };
+            tokio::select! {
+                () = notified => {}
+                () = sleep_until(wait) => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    async fn fill_batch(&self, items: &mut Vec<Item>, max: usize, cancel: &CancellationToken) {
+        let deadline = Instant::now() + self.destination.batch_wait();
+        while items.len() < max {
+            let notified = self.notify.notified();
+            match self.queue().pop_due(Instant::now()) {
+                Ok(item) => {
+                    items.push(item);
+                    continue;
+                }
+                Err(_) if Instant::now() >= deadline => return,
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => return,
+                () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Loads missing events, renders bodies and sends; records the outcome of every item.
+    async fn attempt(&self, mut items: Vec<Item>, probe: bool, deps: &LaneDeps) {
+        load_events(&mut items, deps).await;
+        let mut ready = Vec::with_capacity(items.len());
+        let mut ready_items = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(event) = item.event.clone() else {
+                // The event is gone (purged): nothing can be sent.
+                let err = SendError::final_error("the event no longer exists in the log");
+                self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps).await;
+                continue;
+            };
+            match render(&deps.router, &item, event) {
+                Ok(msg) => {
+                    ready.push(msg);
+                    ready_items.push(item);
+                }
+                Err(err) => self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps).await,
+            }
+        }
+        if ready.is_empty() {
+            if probe {
+                self.breaker.record(false, true);
+            }
+            return;
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = if ready.len() == 1 {
+            self.destination.send(&ready[0]).await
+        } else {
+            self.destination.send_batch(&ready).await
+        };
+        let took = clock.elapsed();
+        metrics::histogram!(m::ATTEMPT_DURATION, "destination" => self.id.clone()).record(took.as_secs_f64());
+        let endpoint_failed = matches!(&result, Err(e) if e.is_retryable());
+        if self.breaker.record(endpoint_failed, probe) {
+            tracing::warn!(dest_id = %self.id, "circuit breaker opened: destination keeps failing; probing until it recovers");
+        }
+        metrics::gauge!(m::CIRCUIT_OPEN, "destination" => self.id.clone())
+            .set(if self.breaker.is_open() { 1.0 } else { 0.0 });
+        for item in ready_items {
+            self.conclude(item, started_at, took, result.as_ref(), deps).await;
+        }
+    }
+
+    async fn conclude(
+        &self,
+        mut item: Item,
+        started_at: chrono::DateTime<Utc>,
+        took: Duration,
+        result: Result<&SendOk, &SendError>,
+        deps: &LaneDeps,
+    ) {
+        let attempts = item.delivery.attempts + 1;
+        let dest = self.id.clone();
+        let (outcome, status_code, error, excerpt) = match result {
+            Ok(ok) => (AttemptOutcome::Delivered, ok.status_code, None, ok.response_excerpt.clone()),
+            Err(e) => {
+                let class = if e.is_retryable() { AttemptOutcome::Retryable } else { AttemptOutcome::Final };
+                (class, e.status_code, Some(e.message.clone()), e.response_excerpt.clone())
+            }
+        };
+        let (status, next) = match (outcome, result) {
+            (AttemptOutcome::Delivered, _) => (DeliveryStatus::Delivered, None),
+            (AttemptOutcome::Retryable, Err(e)) => {
+                let after = match e.kind {
+                    SendErrorKind::Retryable { after } => after,
+                    SendErrorKind::Final => None,
+                };
+                match self.retry.next_delay(attempts, after) {
+                    Some(d) => (DeliveryStatus::Retrying, Some(d)),
+                    None => (DeliveryStatus::Dead, None),
+                }
+            }
+            _ => (DeliveryStatus::Dead, None),
+        };
+        match status {
+            DeliveryStatus::Delivered => {
+                metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => dest.clone()).increment(1);
+                if let Some(ev) = &item.event {
+                    let e2e = (Utc::now() - ev.received_at).to_std().unwrap_or_default();
+                    metrics::histogram!(m::END_TO_END_LATENCY, "destination" => dest.clone()).record(e2e.as_secs_f64());
+                }
+            }
+            DeliveryStatus::Dead => {
+                metrics::counter!(m::ATTEMPTS_FAILED, "destination" => dest.clone(), "class" => outcome.as_str()).increment(1);
+                metrics::counter!(m::DELIVERIES_DEAD, "destination" => dest.clone()).increment(1);
+                tracing::info!(dest_id = %dest, delivery_id = %item.delivery.id, attempts, error = error.as_deref().unwrap_or(""), "delivery is dead");
+            }
+            _ => {
+                metrics::counter!(m::ATTEMPTS_FAILED, "destination" => dest.clone(), "class" => outcome.as_str()).increment(1);
+            }
+        }
+        let next_at = next.map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default());
+        let record = AttemptRecord {
+            attempt: Attempt {
+                id: AttemptId::new(),
+                delivery_id: item.delivery.id,
+                started_at,
+                duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                outcome,
+                status_code,
+                error: error.clone(),
+                response_excerpt: excerpt,
+            },
+            status,
+            attempts,
+            next_at,
+            last_error: error.clone(),
+        };
+        // Back-pressure: waits when the recorder is behind. A closed recorder (shutdown) is
+        // fine: the delivery stays unfinished in the store and is attempted after restart.
+        let _ = deps.recorder.send(crate::dispatch::recorder::Msg::Record(record)).await;
+        item.delivery.attempts = attempts;
+        item.delivery.status = status;
+        item.delivery.last_error = error;
+        item.delivery.next_at = next_at;
+        match next {
+            Some(d) => {
+                // Keep memory small: events waiting long are reloaded when due.
+                if d > Duration::from_secs(30) {
+                    item.event = None;
+                }
+                self.queue().push_retry(item, Instant::now() + d);
+                self.notify.notify_one();
+            }
+            None => {
+                self.queue().finish(&item, Instant::now());
+                self.notify.notify_one();
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn load_events(items: &mut [Item], deps: &LaneDeps) {
+    let missing: Vec<_> = items.iter().filter(|i| i.event.is_none()).map(|i| i.delivery.event_id).collect();
+    if missing.is_empty() {
+        return;
+    }
+    match deps.store.get_events(&missing).await {
+        Ok(events) => {
+            let events: std::collections::HashMap<_, _> =
+                events.into_iter().map(|e| (e.id, Arc::new(e))).collect();
+            for item in items.iter_mut().filter(|i| i.event.is_none()) {
+                item.event = events.get(&item.delivery.event_id).cloned();
+            }
+        }
+        Err(err) => {
+            // Treat as retryable: a transient store error must not kill deliveries.
+            tracing::warn!(error = %err, "cannot load events for delivery");
+        }
+    }
+}
+
+/// The message for one delivery: the route target's template, or the structured CloudEvent.
+fn render(router: &Router, item: &Item, event: Arc<estafeta_core::Event>) -> Result<OutboundMessage, SendError> {
+    let d = &item.delivery;
+    let target = router
+        .route(&d.route_id)
+        .and_then(|r| r.targets.get(usize::try_from(d.target_index).unwrap_or(usize::MAX)));
+    let (body, content_type): (Bytes, &'static str) = match target.and_then(|t| t.template.as_ref().map(|n| (t, n))) {
+        Some((t, name)) => {
+            let text = router
+                .templates
+                .render(name, &event, &[])
+                .map_err(|e| SendError::final_error(format!("cannot render the message: {e}")))?;
+            let ct = match t.content_type.as_deref() {
+                Some(ct) => known_content_type(ct),
+                None if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => "application/json",
+                None => "text/plain; charset=utf-8",
+            };
+            (Bytes::from(text), ct)
+        }
+        None => {
+            let json = serde_json::to_vec(&event.to_cloudevent())
+                .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
+            (Bytes::from(json), "application/cloudevents+json")
+        }
+    };
+    Ok(OutboundMessage {
+        delivery_id: d.id,
+        event,
+        body,
+        content_type,
+        attempt: d.attempts + 1,
+    })
+}
+
+/// The media types a template may declare; others are sent as `application/octet-stream`.
+fn known_content_type(ct: &str) -> &'static str {
+    match ct.split(';').next().unwrap_or("").trim() {
+        "application/json" => "application/json",
+        "application/cloudevents+json" => "application/cloudevents+json",
+        "application/xml" | "text/xml" => "application/xml",
+        "application/x-www-form-urlencoded" => "application/x-www-form-urlencoded",
+        "text/html" => "text/html; charset=utf-8",
+        "text/markdown" => "text/markdown; charset=utf-8",
+        t if t.starts_with("text/") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

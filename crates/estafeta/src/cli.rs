@@ -1,0 +1,86 @@
+//! The command line (clap): `serve`, `check`, `events`, `deliveries`, `replay`, `bench`,
+//! `secret`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Estafeta: capture, route and deliver events with retries, dead letters and replay.
+#[derive(Debug, Parser)]
+#[command(name = "estafeta", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: API, ingest and delivery engine (no config = embedded defaults).
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short, env = "ESTAFETA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file, its filters and templates, without starting anything.
+    Check {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send, read and follow events on a running server.
+    #[command(subcommand)]
+    Events(crate::client::EventsCommand),
+    /// List, inspect and retry deliveries on a running server.
+    #[command(subcommand)]
+    Deliveries(crate::client::DeliveriesCommand),
+    /// Send a route's events again from a point in the log.
+    Replay(crate::client::ReplayArgs),
+    /// Load-test the real server end to end and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
+    /// Helpers for secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a new webhook signing secret (`whsec_…`).
+    Generate,
+}
+
+/// Where a client command finds the server.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "ESTAFETA_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub(crate) url: String,
+    /// API token (defaults to ESTAFETA_TOKEN, then ESTAFETA_ADMIN_TOKEN).
+    #[arg(long, env = "ESTAFETA_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => crate::serve::run(config).await,
+        Command::Check { config } => Ok(crate::check::run(&config)),
+        Command::Events(c) => crate::client::events(c).await,
+        Command::Deliveries(c) => crate::client::deliveries(c).await,
+        Command::Replay(a) => crate::client::replay(a).await,
+        Command::Bench(a) => crate::bench::run(a).await,
+        Command::Secret(SecretCommand::Generate) => {
+            println!("{}", generate_whsec());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn generate_whsec() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+}

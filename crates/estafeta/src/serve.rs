@@ -1,0 +1,150 @@
+//! `estafeta serve`: load the config, open the store, start the engine and the API, and shut
+//! down gracefully on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use estafeta_api::{AppState, Auth, app, token_digest};
+use estafeta_config::model::LogFormat;
+use estafeta_config::{Config, ProcessLookup, StorageSettings};
+use estafeta_destinations::HttpClients;
+use estafeta_engine::Engine;
+use estafeta_store::{SqliteOptions, SqliteStore, Store};
+use tracing_subscriber::EnvFilter;
+
+const ADMIN_DIGEST_SETTING: &str = "admin_token_sha256";
+
+pub(crate) async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let lookup = ProcessLookup::from_env();
+    let config = match &config_path {
+        Some(p) => estafeta_config::load_file(p, &lookup),
+        None => estafeta_config::defaults(&lookup),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ])
+        .context("configuring metrics")?
+        .install_recorder()
+        .ok();
+
+    let StorageSettings::Sqlite { path } = &config.storage;
+    let mut opts = SqliteOptions::new(path.clone());
+    opts.dedupe_window = config.dedupe_window;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(opts)
+            .await
+            .with_context(|| format!("opening the store at {}", path.display()))?,
+    );
+
+    let auth = admin_auth(&config, &*store).await?;
+
+    let clients = HttpClients::new();
+    let mut destinations = Vec::new();
+    for d in &config.destinations {
+        destinations.push(
+            estafeta_destinations::build(d, &clients)
+                .with_context(|| format!("destination `{}`", d.id))?,
+        );
+    }
+    let engine = Engine::start(&config, Arc::clone(&store), destinations).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // A fixed line on stdout that scripts and tests can wait for.
+    println!("estafeta listening on http://{addr}");
+
+    let state = AppState {
+        engine: engine.clone(),
+        auth: Arc::new(auth),
+        max_body_bytes: config.max_body_bytes,
+        metrics,
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("intake stopped; finishing attempts in flight");
+    engine.shutdown(config.shutdown_grace).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin token: configured, from `ESTAFETA_ADMIN_TOKEN`, or generated on first start and
+/// printed once (only its digest is kept).
+async fn admin_auth(config: &Config, store: &dyn Store) -> anyhow::Result<Auth> {
+    if let Some(t) = &config.admin_token {
+        return Ok(Auth::from_token(t.expose()));
+    }
+    if let Ok(t) = std::env::var("ESTAFETA_ADMIN_TOKEN") {
+        if t.len() < 16 {
+            anyhow::bail!("ESTAFETA_ADMIN_TOKEN must be at least 16 characters long");
+        }
+        return Ok(Auth::from_token(&t));
+    }
+    if let Some(d) = store.get_setting(ADMIN_DIGEST_SETTING).await? {
+        return Ok(Auth::from_digest(&d));
+    }
+    let token = generate_token();
+    store.put_setting(ADMIN_DIGEST_SETTING, &token_digest(&token)).await?;
+    eprintln!(
+        "\nGenerated an admin API token. It is shown only this once; keep it safe:\n\n    {token}\n\n\
+         Use it as `Authorization: Bearer <token>` (or ESTAFETA_TOKEN for the CLI).\n"
+    );
+    Ok(Auth::from_token(&token))
+}
+
+fn generate_token() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    format!("est_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("ESTAFETA_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,265 @@
+//! The embedded store: SQLite in WAL mode, one writer thread that group-commits every queued
+//! write in one fsync'd transaction, and a pool of read-only connections for queries.
+//!
+//! Layout: `schema` (migrations), `connection` (opening, pragmas, the reader pool),
+//! `writer` (the group commit), `write_ops` and `queries` (the SQL), `codec` (how values
+//! are stored), `errors` (mapping failures without leaking SQL or paths).
+
+mod codec;
+mod connection;
+mod errors;
+mod queries;
+mod schema;
+mod write_ops;
+mod writer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, TenantId};
+
+use self::codec::{AttemptRow, DeliveryRow, EventRow};
+use self::connection::{ReaderPool, open_writer};
+use self::errors::unavailable;
+use self::write_ops::AppendItem;
+use self::writer::{Command, WriterHandle};
+use crate::{
+    AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page, Store,
+    StoreResult,
+};
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The database file; missing parent folders are created.
+    pub path: PathBuf,
+    /// How long a `(tenant, dedupe key)` pair keeps later events with the same key out.
+    pub dedupe_window: Duration,
+    /// How many read-only connections serve queries at once (at least one).
+    pub readers: usize,
+}
+
+impl SqliteOptions {
+    /// The default dedupe window: 24 hours.
+    pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+    /// The default number of reader connections.
+    pub const DEFAULT_READERS: usize = 4;
+
+    /// Options for the database at `path`, with the default dedupe window and readers.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            dedupe_window: Self::DEFAULT_DEDUPE_WINDOW,
+            readers: Self::DEFAULT_READERS,
+        }
+    }
+
+    /// The same options with another dedupe window.
+    #[must_use]
+    pub fn with_dedupe_window(mut self, window: Duration) -> Self {
+        self.dedupe_window = window;
+        self
+    }
+
+    /// The same options with another number of reader connections.
+    #[must_use]
+    pub fn with_readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+}
+
+/// The embedded [`Store`]: a SQLite database in WAL mode written by one thread with group
+/// commit (one fsync per batch of concurrent writes) and read through a connection pool.
+pub struct SqliteStore {
+    writer: WriterHandle,
+    readers: ReaderPool,
+    schema_version: i64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("schema_version", &self.schema_version).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, then starts the writer thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`](crate::StoreError::Unavailable) when the file or its folder
+    /// cannot be created or opened, [`StoreError::TooNew`](crate::StoreError::TooNew) when a
+    /// newer build wrote the schema, [`StoreError::Corrupt`](crate::StoreError::Corrupt) when
+    /// the file is not a usable database.
+    pub async fn open(options: SqliteOptions) -> StoreResult<Self> {
+        let SqliteOptions { path, dedupe_window, readers } = options;
+        let (conn, readers, schema_version) = tokio::task::spawn_blocking(move || {
+            let mut conn = open_writer(&path)?;
+            let version = schema::migrate(&mut conn)?;
+            let readers = ReaderPool::open(&path, readers)?;
+            Ok::<_, crate::StoreError>((conn, readers, version))
+        })
+        .await
+        .map_err(|e| unavailable("opening the database did not finish", e))??;
+        let writer = WriterHandle::spawn(conn, dedupe_window)?;
+        tracing::debug!(schema_version, "sqlite store open");
+        Ok(Self { writer, readers, schema_version })
+    }
+
+    /// The schema version of the open database (the newest this build knows).
+    #[must_use]
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// The newest schema version this build can read and write.
+    #[must_use]
+    pub fn supported_schema_version() -> i64 {
+        schema::latest_version()
+    }
+}
+
+/// Moves encoding (JSON rendering, timestamps) onto the caller's task, off the writer.
+fn encode_batch(batch: Vec<NewEvent>) -> StoreResult<Vec<AppendItem>> {
+    batch
+        .into_iter()
+        .map(|n| {
+            Ok(AppendItem {
+                event: EventRow::encode(n.event)?,
+                dedupe_key: n.dedupe_key,
+                deliveries: n.deliveries.into_iter().map(DeliveryRow::encode).collect(),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, batch: Vec<NewEvent>) -> StoreResult<Vec<AppendOutcome>> {
+        if batch.is_empty() {
+            self.writer.ensure_open()?;
+            return Ok(Vec::new());
+        }
+        let items = encode_batch(batch)?;
+        self.writer.call(|reply| Command::Append { items, reply }).await
+    }
+
+    async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
+        if records.is_empty() {
+            self.writer.ensure_open()?;
+            return Ok(());
+        }
+        let rows = records.into_iter().map(AttemptRow::encode).collect();
+        self.writer.call(|reply| Command::RecordAttempts { rows, reply }).await
+    }
+
+    async fn insert_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
+        if deliveries.is_empty() {
+            self.writer.ensure_open()?;
+            return Ok(());
+        }
+        let rows = deliveries.into_iter().map(DeliveryRow::encode).collect();
+        self.writer.call(|reply| Command::InsertDeliveries { rows, reply }).await
+    }
+
+    async fn requeue_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>> {
+        let tenant = tenant.as_str().to_owned();
+        self.writer.call(|reply| Command::Requeue { tenant, id, reply }).await
+    }
+
+    async fn get_event(&self, tenant: &TenantId, id: EventId) -> StoreResult<Option<Event>> {
+        let tenant = tenant.clone();
+        self.readers.run(move |c| queries::get_event(c, tenant.as_str(), id)).await
+    }
+
+    async fn get_events(&self, ids: &[EventId]) -> StoreResult<Vec<Event>> {
+        let ids = ids.to_vec();
+        self.readers.run(move |c| queries::get_events(c, &ids)).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> StoreResult<Page<Event>> {
+        let query = query.clone();
+        self.readers.run(move |c| queries::list_events(c, &query)).await
+    }
+
+    async fn scan_events(
+        &self,
+        tenant: &TenantId,
+        after: Option<EventId>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        let tenant = tenant.clone();
+        self.readers
+            .run(move |c| queries::scan_events(c, tenant.as_str(), after, since, limit))
+            .await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>> {
+        let tenant = tenant.clone();
+        self.readers.run(move |c| queries::get_delivery(c, tenant.as_str(), id)).await
+    }
+
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Page<Delivery>> {
+        let query = query.clone();
+        self.readers.run(move |c| queries::list_deliveries(c, &query)).await
+    }
+
+    async fn deliveries_for_event(&self, event_id: EventId) -> StoreResult<Vec<Delivery>> {
+        self.readers.run(move |c| queries::deliveries_for_event(c, event_id)).await
+    }
+
+    async fn attempts(&self, delivery_id: DeliveryId) -> StoreResult<Vec<Attempt>> {
+        self.readers.run(move |c| queries::attempts(c, delivery_id)).await
+    }
+
+    async fn unfinished_deliveries(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.readers.run(move |c| queries::unfinished_deliveries(c, after, limit)).await
+    }
+
+    async fn delivery_counts(&self) -> StoreResult<Vec<DeliveryCount>> {
+        self.readers.run(queries::delivery_counts).await
+    }
+
+    async fn get_cursor(&self, source_id: &str) -> StoreResult<Option<String>> {
+        let source_id = source_id.to_owned();
+        self.readers.run(move |c| queries::get_cursor(c, &source_id)).await
+    }
+
+    async fn put_cursor(&self, source_id: &str, value: &str) -> StoreResult<()> {
+        let (source_id, value) = (source_id.to_owned(), value.to_owned());
+        self.writer.call(|reply| Command::PutCursor { source_id, value, reply }).await
+    }
+
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
+        self.readers.run(move |c| queries::get_setting(c, &name)).await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.writer.call(|reply| Command::PutSetting { name, value, reply }).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.readers.run(queries::ping).await
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+    }
+}

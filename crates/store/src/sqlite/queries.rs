@@ -1,0 +1,256 @@
+//! The SQL of every read, run on a pooled read-only connection; keyset pagination by id.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Params, Row, params, params_from_iter};
+
+use super::codec::{
+    ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, attempt_from_row, delivery_from_row,
+    event_from_row, parse_status, ts,
+};
+use super::errors::from_sqlite;
+use crate::{DeliveryCount, DeliveryQuery, EventQuery, Page, StoreError, StoreResult};
+
+/// Largest page or scan a caller gets at once.
+const MAX_LIMIT: usize = 1_000;
+
+/// Clamps a requested page size to `1..=1000`.
+pub(crate) fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_LIMIT)
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn parse_cursor<T: FromStr>(cursor: &str) -> StoreResult<T> {
+    cursor.parse().map_err(|_| StoreError::Invalid("invalid page cursor".to_owned()))
+}
+
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: fn(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(from_sqlite)?;
+    let mut rows = stmt.query(params).map_err(from_sqlite)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(from_sqlite)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Fetches `limit + 1` rows' worth of items and turns the extra one into a `next` cursor.
+fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// One event of a tenant.
+pub(crate) fn get_event(conn: &Connection, tenant: &str, id: EventId) -> StoreResult<Option<Event>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
+    Ok(collect(conn, &sql, params![id.to_string(), tenant], event_from_row)?.pop())
+}
+
+/// Events by id, any tenant, in the order asked; missing ids are skipped.
+pub(crate) fn get_events(conn: &Connection, ids: &[EventId]) -> StoreResult<Vec<Event>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(collect(conn, &sql, [id.to_string()], event_from_row)?);
+    }
+    Ok(out)
+}
+
+/// A page of a tenant's events, newest first.
+pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> StoreResult<Page<Event>> {
+    let limit = clamp_limit(q.limit);
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?");
+    let mut args = vec![Value::Text(q.tenant.as_str().to_owned())];
+    if let Some(ty) = &q.ty {
+        sql.push_str(" AND type = ?");
+        args.push(Value::Text(ty.clone()));
+    }
+    if let Some(source) = &q.source_id {
+        sql.push_str(" AND source_id = ?");
+        args.push(Value::Text(source.clone()));
+    }
+    // `+` keeps the planner on an id-ordered index: pages stay cheap however wide the range.
+    if let Some(since) = &q.since {
+        sql.push_str(" AND +received_at >= ?");
+        args.push(Value::Text(ts(since)));
+    }
+    if let Some(until) = &q.until {
+        sql.push_str(" AND +received_at < ?");
+        args.push(Value::Text(ts(until)));
+    }
+    if let Some(cursor) = &q.cursor {
+        let after: EventId = parse_cursor(cursor)?;
+        sql.push_str(" AND id < ?");
+        args.push(Value::Text(after.to_string()));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Value::Integer(sql_limit(limit + 1)));
+    let items = collect(conn, &sql, params_from_iter(args), event_from_row)?;
+    Ok(page(items, limit, |e| e.id.to_string()))
+}
+
+/// A tenant's events in log order, after `after` or from the first received at/after `since`.
+pub(crate) fn scan_events(
+    conn: &Connection,
+    tenant: &str,
+    after: Option<EventId>,
+    since: Option<DateTime<Utc>>,
+    limit: usize,
+) -> StoreResult<Vec<Event>> {
+    let limit = sql_limit(clamp_limit(limit));
+    let mut from = after.map(|id| (id.to_string(), false));
+    if let Some(since) = since {
+        let start: Option<String> = conn
+            .prepare_cached(
+                "SELECT id FROM events WHERE tenant = ?1 AND received_at >= ?2
+                 ORDER BY received_at, id LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![tenant, ts(&since)], |r| r.get(0)).optional())
+            .map_err(from_sqlite)?;
+        let Some(start) = start else { return Ok(Vec::new()) };
+        // Whichever bound is later wins.
+        if from.as_ref().is_none_or(|(after, _)| start > *after) {
+            from = Some((start, true));
+        }
+    }
+    let sql = |op: &str| {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?1 AND id {op} ?2
+             ORDER BY id LIMIT ?3"
+        )
+    };
+    match from {
+        None => collect(conn, &sql(">"), params![tenant, "", limit], event_from_row),
+        Some((id, true)) => collect(conn, &sql(">="), params![tenant, id, limit], event_from_row),
+        Some((id, false)) => collect(conn, &sql(">"), params![tenant, id, limit], event_from_row),
+    }
+}
+
+/// One delivery of a tenant.
+pub(crate) fn get_delivery(
+    conn: &Connection,
+    tenant: &str,
+    id: DeliveryId,
+) -> StoreResult<Option<Delivery>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND tenant = ?2");
+    Ok(collect(conn, &sql, params![id.to_string(), tenant], delivery_from_row)?.pop())
+}
+
+/// A page of a tenant's deliveries, newest first.
+pub(crate) fn list_deliveries(conn: &Connection, q: &DeliveryQuery) -> StoreResult<Page<Delivery>> {
+    let limit = clamp_limit(q.limit);
+    // With an event id, its index is the selective one: `+` keeps the planner off the others.
+    let plus = if q.event_id.is_some() { "+" } else { "" };
+    let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {plus}tenant = ?");
+    let mut args = vec![Value::Text(q.tenant.as_str().to_owned())];
+    if let Some(status) = q.status {
+        sql.push_str(&format!(" AND {plus}status = ?"));
+        args.push(Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(route) = &q.route_id {
+        sql.push_str(" AND route_id = ?");
+        args.push(Value::Text(route.clone()));
+    }
+    if let Some(destination) = &q.destination_id {
+        sql.push_str(" AND +destination_id = ?");
+        args.push(Value::Text(destination.clone()));
+    }
+    if let Some(event) = q.event_id {
+        sql.push_str(" AND event_id = ?");
+        args.push(Value::Text(event.to_string()));
+    }
+    if let Some(cursor) = &q.cursor {
+        let after: DeliveryId = parse_cursor(cursor)?;
+        sql.push_str(" AND id < ?");
+        args.push(Value::Text(after.to_string()));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Value::Integer(sql_limit(limit + 1)));
+    let items = collect(conn, &sql, params_from_iter(args), delivery_from_row)?;
+    Ok(page(items, limit, |d| d.id.to_string()))
+}
+
+/// The deliveries of one event, in id order.
+pub(crate) fn deliveries_for_event(conn: &Connection, event: EventId) -> StoreResult<Vec<Delivery>> {
+    let sql =
+        format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY id");
+    collect(conn, &sql, [event.to_string()], delivery_from_row)
+}
+
+/// The attempts of one delivery, oldest first.
+pub(crate) fn attempts(conn: &Connection, delivery: DeliveryId) -> StoreResult<Vec<Attempt>> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 ORDER BY started_at, id"
+    );
+    collect(conn, &sql, [delivery.to_string()], attempt_from_row)
+}
+
+/// Pending and retrying deliveries in id order after `after`.
+pub(crate) fn unfinished_deliveries(
+    conn: &Connection,
+    after: Option<DeliveryId>,
+    limit: usize,
+) -> StoreResult<Vec<Delivery>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE status IN ('pending', 'retrying') AND id > ?1 ORDER BY id LIMIT ?2"
+    );
+    let after = after.map(|id| id.to_string()).unwrap_or_default();
+    collect(conn, &sql, params![after, sql_limit(clamp_limit(limit))], delivery_from_row)
+}
+
+/// Deliveries per destination and status.
+pub(crate) fn delivery_counts(conn: &Connection) -> StoreResult<Vec<DeliveryCount>> {
+    collect(
+        conn,
+        "SELECT destination_id, status, COUNT(*) FROM deliveries
+         GROUP BY destination_id, status ORDER BY destination_id, status",
+        [],
+        |row| {
+            let status: String = row.get(1).map_err(from_sqlite)?;
+            let count: i64 = row.get(2).map_err(from_sqlite)?;
+            Ok(DeliveryCount {
+                destination_id: row.get(0).map_err(from_sqlite)?,
+                status: parse_status(&status)?,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+        },
+    )
+}
+
+/// A source's checkpoint.
+pub(crate) fn get_cursor(conn: &Connection, source_id: &str) -> StoreResult<Option<String>> {
+    single_text(conn, "SELECT value FROM cursors WHERE source_id = ?1", source_id)
+}
+
+/// A setting.
+pub(crate) fn get_setting(conn: &Connection, name: &str) -> StoreResult<Option<String>> {
+    single_text(conn, "SELECT value FROM settings WHERE name = ?1", name)
+}
+
+fn single_text(conn: &Connection, sql: &str, key: &str) -> StoreResult<Option<String>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map_err(from_sqlite)
+}
+
+/// Reads the schema version: proves the file is there and readable.
+pub(crate) fn ping(conn: &Connection) -> StoreResult<()> {
+    super::schema::current_version(conn).map(|_| ())
+}
