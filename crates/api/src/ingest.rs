@@ -2,6 +2,7 @@
 //! disk.
 
 use axum::Json;
+use futures::StreamExt as _;
 use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -63,20 +64,13 @@ pub(crate) async fn post_events(
         Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
             .detail(format!("the body is larger than the limit of {limit} bytes"))
     };
-    if headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
-        } else {
-            Problem::bad_request(format!("cannot read the body: {e}"))
-        }
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = read_limited(body, limit, declared).await.map_err(|e| match e {
+        ReadError::TooLarge => too_large(),
+        ReadError::Broken(e) => Problem::bad_request(format!("cannot read the body: {e}")),
     })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         Problem::bad_request(format!(
@@ -132,14 +126,34 @@ pub(crate) async fn post_events(
     Ok((StatusCode::ACCEPTED, Json(Accepted { ids, duplicates })).into_response())
 }
 
-/// True when reading the body stopped at the size limit.
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.to_string().to_ascii_lowercase().contains("length limit") {
-            return true;
-        }
-        cur = err.source();
+enum ReadError {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// Reads the body up to `limit` bytes. A larger body is still drained (up to a bound) so the
+/// client, which usually sends everything before reading, gets the 413 instead of a reset.
+async fn read_limited(body: Body, limit: usize, declared: Option<usize>) -> Result<bytes::Bytes, ReadError> {
+    const DRAIN_FACTOR: usize = 16;
+    let drain_bound = limit.saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|n| n > drain_bound) {
+        return Err(ReadError::TooLarge);
     }
-    false
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Broken)?;
+        total = total.saturating_add(chunk.len());
+        if total > drain_bound {
+            return Err(ReadError::TooLarge);
+        }
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > limit {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(buf.freeze())
 }

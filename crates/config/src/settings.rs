@@ -14,7 +14,7 @@ pub struct WebhookSettings {
     pub id: String,
     /// Endpoint URL (http or https), may carry a secret in its query.
     pub url: Secret,
-    /// Decoded signing key (the bytes after `whsec_`), if signing.
+    /// The signing secret as written (`whsec_<base64>`), if signing.
     pub signing_key: Option<Secret>,
     /// Extra headers (name, value).
     pub headers: Vec<(String, Secret)>,

@@ -331,8 +331,8 @@ pub(crate) async fn tenant_isolation_for_events(store: Arc<dyn Store>) {
     store.append(vec![mine]).await.expect("append");
     let other = TenantId::new("globex");
     assert!(store.get_event(&other, id).await.expect("get").is_none());
-    let page = store.list_events(&EventQuery { tenant: other.clone(), limit: 10, ..EventQuery::default() });
-    assert!(page.await.expect("list").items.is_empty());
+    let query = EventQuery { tenant: other.clone(), limit: 10, ..EventQuery::default() };
+    assert!(store.list_events(&query).await.expect("list").items.is_empty());
     assert!(store.scan_events(&other, None, None, 10).await.expect("scan").is_empty());
     assert!(store.get_event(&TenantId::new("acme"), id).await.expect("get").is_some());
     let missing = EventId::new();
