@@ -2,6 +2,8 @@
 //! and readiness probes and Prometheus metrics. [`app`] builds the router; it is tested
 //! without a socket.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod auth;
 mod ingest;
 mod ops;

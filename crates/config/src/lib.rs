@@ -2,6 +2,8 @@
 //! rejected, errors with line and column), validate (pure, every problem reported at once,
 //! `${env:…}`/`${secret:…}` resolved) and hand the runtime validated [`settings`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod duration;
 pub mod model;
 pub mod settings;

@@ -204,10 +204,8 @@ pub fn parse_cloudevent(
             .with_timezone(&Utc),
         None => now,
     };
-    if let Some(ct) = &datacontenttype {
-        if ct.trim().is_empty() {
-            return Err(CloudEventError::new("datacontenttype", "must not be empty"));
-        }
+    if datacontenttype.as_ref().is_some_and(|ct| ct.trim().is_empty()) {
+        return Err(CloudEventError::new("datacontenttype", "must not be empty"));
     }
     let (data, data_is_base64) = match (obj.remove("data"), obj.remove("data_base64")) {
         (Some(_), Some(_)) => {

@@ -1,6 +1,8 @@
 //! Estafeta's vocabulary: events, typed ids, deliveries, the `Destination` trait, the retry
 //! policy, CEL filters and message templates. Nothing here does I/O.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod delivery;
 pub mod destination;
 pub mod event;

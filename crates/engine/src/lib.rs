@@ -2,6 +2,8 @@
 //! deliveries), dispatches deliveries per destination with retries, circuit breakers and
 //! per-key ordering, recovers unfinished work after a restart, and replays routes.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod breaker;
 mod dispatch;
 mod router;
@@ -22,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use router::Router;
+
+/// Beyond this many queued deliveries, a destination's queue stops holding event payloads.
+const EVENTS_IN_MEMORY_PER_DESTINATION: usize = 10_000;
 
 use crate::dispatch::lane::{Lane, LaneDeps};
 use crate::dispatch::queue::{Item, Pushed};
@@ -190,6 +195,9 @@ impl Engine {
 
     fn enqueue(&self, delivery: Delivery, event: Option<Arc<Event>>, at: Instant) -> Option<Pushed> {
         let lane = self.inner.lanes.get(&delivery.destination_id)?;
+        // A long backlog keeps only delivery records in memory; events are read back from the
+        // store when their turn comes.
+        let event = if lane.depth().0 >= EVENTS_IN_MEMORY_PER_DESTINATION { None } else { event };
         let ordered = delivery.key.is_some()
             && self.inner.router.route(&delivery.route_id).is_some_and(|r| r.ordering == Ordering::Key);
         Some(lane.push_new(Item { delivery, event, ordered }, at))

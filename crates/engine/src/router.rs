@@ -130,7 +130,7 @@ impl Router {
 }
 
 pub(crate) fn decide(route: &Route, event: &Event) -> Decision {
-    if !route.from.is_empty() && !route.from.iter().any(|s| *s == event.source_id) {
+    if !route.from.is_empty() && !route.from.contains(&event.source_id) {
         return Decision::Skip;
     }
     if !route.types.matches(&event.ty) {

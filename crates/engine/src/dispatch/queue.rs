@@ -29,7 +29,7 @@ impl Item {
 
 #[derive(Debug)]
 enum Slot {
-    Waiting { generation: u64, item: Item },
+    Waiting { generation: u64, item: Box<Item> },
     InFlight,
 }
 
@@ -51,6 +51,8 @@ pub(crate) struct Queue {
     lanes: HashMap<(String, String), VecDeque<Item>>,
     next_gen: u64,
     in_flight: usize,
+    /// Items waiting in `lanes` (kept so `depth` is O(1)).
+    laned: usize,
 }
 
 impl Queue {
@@ -59,7 +61,7 @@ impl Queue {
         let generation = self.next_gen;
         let id = item.delivery.id;
         self.heap.push(Reverse((at, generation, id)));
-        self.slots.insert(id, Slot::Waiting { generation, item });
+        self.slots.insert(id, Slot::Waiting { generation, item: Box::new(item) });
     }
 
     /// A delivery that is new to the dispatcher (or requeued by an operator).
@@ -77,6 +79,7 @@ impl Queue {
             if let Some(lane) = self.lanes.get_mut(&key) {
                 if !lane.iter().any(|i| i.delivery.id == item.delivery.id) {
                     lane.push_back(item);
+                    self.laned += 1;
                 }
                 return Pushed::Queued;
             }
@@ -108,7 +111,10 @@ impl Queue {
         if let Some(key) = item.lane_key() {
             let next = self.lanes.get_mut(&key).and_then(VecDeque::pop_front);
             match next {
-                Some(next) => self.schedule(next, now),
+                Some(next) => {
+                    self.laned = self.laned.saturating_sub(1);
+                    self.schedule(next, now);
+                }
                 None => {
                     self.lanes.remove(&key);
                 }
@@ -133,7 +139,7 @@ impl Queue {
             self.heap.pop();
             if let Some(Slot::Waiting { item, .. }) = self.slots.insert(id, Slot::InFlight) {
                 self.in_flight += 1;
-                return Ok(item);
+                return Ok(*item);
             }
         }
         Err(None)
@@ -141,7 +147,7 @@ impl Queue {
 
     /// Deliveries held (waiting, queued behind a key, or in flight).
     pub(crate) fn depth(&self) -> usize {
-        self.slots.len() + self.lanes.values().map(VecDeque::len).sum::<usize>()
+        self.slots.len() + self.laned
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -165,8 +165,6 @@ pub(super) struct LoadOutcome {
     pub(super) start_ns: u64,
     /// Clock reading when the last task finished.
     pub(super) end_ns: u64,
-    /// Requests completed with 2xx.
-    pub(super) ok_requests: u64,
     /// Request latency (start → 2xx answer) in microseconds.
     pub(super) request_us: Histogram<u64>,
     /// Whether `max_duration` cut the run short.
@@ -204,15 +202,13 @@ pub(super) async fn generate(
         tasks.spawn(worker.run(new_histogram()?));
     }
     let mut request_us = new_histogram()?;
-    let mut ok_requests = 0;
     let mut cut_short = false;
     while let Some(joined) = tasks.join_next().await {
         let report = joined.context("a generator task failed")?;
         request_us.add(&report.request_us).context("merging latency histograms")?;
-        ok_requests += report.ok_requests;
         cut_short |= report.cut_short;
     }
-    Ok(LoadOutcome { start_ns, end_ns: now_ns(), ok_requests, request_us, cut_short })
+    Ok(LoadOutcome { start_ns, end_ns: now_ns(), request_us, cut_short })
 }
 
 fn new_histogram() -> anyhow::Result<Histogram<u64>> {
@@ -231,7 +227,6 @@ struct Worker {
 
 struct WorkerReport {
     request_us: Histogram<u64>,
-    ok_requests: u64,
     cut_short: bool,
 }
 
@@ -252,7 +247,6 @@ impl Worker {
         let plan = Arc::clone(&self.plan);
         let mut report = WorkerReport {
             request_us,
-            ok_requests: 0,
             cut_short: false,
         };
         let batch = plan.batch.max(1);
@@ -290,7 +284,6 @@ impl Worker {
                 Sent::Ok { duplicates } => {
                     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     report.request_us.saturating_record(us.max(1));
-                    report.ok_requests += 1;
                     c.accepted.fetch_add(count, Ordering::Relaxed);
                     c.duplicates.fetch_add(duplicates, Ordering::Relaxed);
                     c.last_ok_ns.fetch_max(now_ns(), Ordering::Relaxed);

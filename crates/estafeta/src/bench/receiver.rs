@@ -169,11 +169,6 @@ impl Receiver {
         Ok(Self { addr, recorder, stop })
     }
 
-    /// The address it listens on.
-    pub(super) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The URL webhooks should be sent to.
     pub(super) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)

@@ -271,3 +271,36 @@ async fn batch_mode_sends_many_events_in_one_signed_request() {
     assert_eq!(total, 100);
     assert!(reqs.iter().all(|r| r.header("content-type") == Some("application/cloudevents-batch+json")));
 }
+
+#[tokio::test]
+async fn the_circuit_breaker_pauses_a_failing_endpoint_and_resumes_it() {
+    let rx = WebhookReceiver::start().await;
+    rx.set_default(503);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        webhook(
+            "hook",
+            &rx.url(),
+            "    concurrency: 4\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n    circuit_breaker: { failure_window: 300ms, probe_interval: 1s }\n"
+        )
+    );
+    let s = Server::start(dir.path(), &cfg).await;
+    for i in 0..20 {
+        s.post_event(&event(&format!("cb-{i}"), "t", json!({"i": i}))).await;
+    }
+    // It opens once the endpoint has failed for the window.
+    s.wait_json("/v1/destinations", T, |v| v["items"][0]["circuit_open"] == true).await;
+    // While open, only probes go out: about one per second.
+    let before = rx.count();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = rx.count() - before;
+    assert!(during <= 4, "{during} requests while open; expected only probes");
+    // Nothing is dropped or dead meanwhile.
+    let dead = s.get_json("/v1/deliveries?status=dead").await;
+    assert!(dead["items"].as_array().unwrap().is_empty(), "{dead}");
+    // The endpoint recovers: a probe succeeds and everything is delivered.
+    rx.set_default(200);
+    s.wait_json("/v1/deliveries?status=delivered&limit=100", T, |v| v["items"].as_array().unwrap().len() == 20).await;
+    s.wait_json("/v1/destinations", T, |v| v["items"][0]["circuit_open"] == false).await;
+}

@@ -161,3 +161,38 @@ async fn check_command_reports_every_problem_with_its_place() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn the_cli_sends_lists_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), "").await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+            .args(args)
+            .env("ESTAFETA_URL", &s.url)
+            .env("ESTAFETA_TOKEN", crate::server::TOKEN)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["events", "send", "--type", "order.created", "--id", "cli-1", "--data", r#"{"total": 42}"#]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(id.starts_with("evt_"), "{id}");
+    let out = cli(&["events", "get", &id, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["total"], 42);
+    let out = cli(&["events", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("order.created"));
+    let out = cli(&["deliveries", "list", "--status", "dead", "--json"]);
+    assert!(out.status.success());
+    // A clear message, not a crash, for bad input and a wrong token.
+    let out = cli(&["events", "send", "--type", "t", "--data", "{not json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data is not valid JSON"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+        .args(["events", "list", "--url", &s.url, "--token", "wrong-wrong-wrong-wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+}
