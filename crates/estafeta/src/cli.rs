@@ -21,6 +21,13 @@ enum Command {
         /// Configuration file (YAML).
         #[arg(long, short, env = "ESTAFETA_CONFIG")]
         config: Option<PathBuf>,
+        /// Listen on this address instead of `server.listen` (e.g. `0.0.0.0:8080`, or
+        /// `127.0.0.1:0` for a free port).
+        #[arg(long, env = "ESTAFETA_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Use this storage instead of `storage` (e.g. `sqlite:///var/lib/estafeta/estafeta.db`).
+        #[arg(long, env = "ESTAFETA_STORAGE")]
+        storage: Option<String>,
     },
     /// Validate a configuration file, its filters and templates, without starting anything.
     Check {
@@ -65,7 +72,9 @@ pub(crate) struct ClientArgs {
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => crate::serve::run(config).await,
+        Command::Serve { config, listen, storage } => {
+            crate::serve::run(crate::serve::Options { config, listen, storage }).await
+        }
         Command::Check { config } => Ok(crate::check::run(&config)),
         Command::Events(c) => crate::client::events(c).await,
         Command::Deliveries(c) => crate::client::deliveries(c).await,

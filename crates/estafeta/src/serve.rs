@@ -16,19 +16,38 @@ use tracing_subscriber::EnvFilter;
 
 const ADMIN_DIGEST_SETTING: &str = "admin_token_sha256";
 
-pub(crate) async fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Command-line options of `serve`.
+pub(crate) struct Options {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    pub(crate) storage: Option<String>,
+}
+
+pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     let lookup = ProcessLookup::from_env();
-    let config = match &config_path {
+    let config = match &opts.config {
         Some(p) => estafeta_config::load_file(p, &lookup),
         None => estafeta_config::defaults(&lookup),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
             return Ok(ExitCode::from(2));
         }
     };
+    if let Some(l) = opts.listen {
+        config.listen = l;
+    }
+    if let Some(s) = &opts.storage {
+        match s.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => config.storage = StorageSettings::Sqlite { path: PathBuf::from(p) },
+            _ => {
+                eprintln!("--storage: `{s}` is not a storage URL; write `sqlite://PATH`");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     init_logging(&config);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[

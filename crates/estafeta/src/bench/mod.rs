@@ -93,6 +93,9 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// Print the tables as Markdown.
     #[arg(long, conflicts_with = "json")]
     markdown: bool,
@@ -212,8 +215,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Step::Load(plan) => report.scenarios.push(runner.load(plan, PEAK_RSS_GOAL).await?),
         }
     }
+    let json = serde_json::to_string_pretty(&report).context("rendering JSON")?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("rendering JSON")?);
+        println!("{json}");
     } else {
         print!("{}", report.render(args.markdown));
     }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
 
 mod delivery;
+mod examples;
 mod ingest;
 mod reliability;
 mod server;

@@ -33,6 +33,11 @@ impl Server {
     }
 
     pub async fn start_with_file(dir: &Path, cfg_path: &Path) -> Self {
+        Self::start_with_args(dir, cfg_path, &[], &[]).await
+    }
+
+    /// Starts with extra command-line arguments and environment variables.
+    pub async fn start_with_args(dir: &Path, cfg_path: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         estafeta_destinations::install_crypto_provider();
         let stderr_log = dir.join(format!("stderr-{}.log", std::process::id() as u64 * 1000 + rand_u16() as u64));
         let stderr = std::fs::File::create(&stderr_log).expect("stderr log");
@@ -40,6 +45,8 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(cfg_path)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("ESTAFETA_ADMIN_TOKEN", TOKEN)
             .env("ESTAFETA_SECRET_HOOK", WHSEC)
             .env("ESTAFETA_LOG", "info")
