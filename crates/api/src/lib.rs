@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         // Ingest reads the body itself with its own limit and a problem document; this
@@ -72,4 +73,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The OpenAPI 3.1 document of this API, kept beside the code and checked against the router
+/// by the tests.
+pub const OPENAPI: &str = include_str!("../openapi/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }

@@ -123,3 +123,37 @@ async fn an_unavailable_store_answers_503_and_keeps_nothing() {
         .unwrap();
     assert!(page.items.is_empty());
 }
+
+/// The checked-in OpenAPI document and the router agree: every documented operation is
+/// routed, and every route is documented.
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    let doc: Value = serde_json::from_str(estafeta_api::OPENAPI).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let concrete = path
+                .replace("{id}", if path.starts_with("/v1/events") { "evt_01ARZ3NDEKTSV4RRFFQ69G5FAV" } else if path.starts_with("/v1/deliveries") { "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV" } else { "r" });
+            let resp = app(st.clone()).oneshot(req(&method.to_uppercase(), &concrete, Some("application/json"), "{}")).await.unwrap();
+            assert!(resp.status() != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} not routed");
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+            assert!(!String::from_utf8_lossy(&bytes).contains("no such endpoint"), "{method} {path} not routed");
+        }
+    }
+    documented.sort();
+    let mut routed = vec![
+        "GET /healthz", "GET /metrics", "GET /openapi.json", "GET /readyz",
+        "GET /v1/deliveries", "GET /v1/deliveries/{id}", "GET /v1/destinations",
+        "GET /v1/events", "GET /v1/events/{id}", "GET /v1/routes",
+        "POST /v1/deliveries/{id}/retry", "POST /v1/events", "POST /v1/routes/{id}/replay",
+    ];
+    routed.sort_unstable();
+    assert_eq!(documented, routed);
+    // Served as JSON without a token.
+    let r = Request::builder().uri("/openapi.json").body(Body::empty()).unwrap();
+    let resp = app(st.clone()).oneshot(r).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -2,10 +2,12 @@
 //! write in one fsync'd transaction, and a pool of read-only connections for queries.
 //!
 //! Layout: `schema` (migrations), `connection` (opening, pragmas, the reader pool),
-//! `writer` (the group commit), `write_ops` and `queries` (the SQL), `codec` (how values
-//! are stored), `errors` (mapping failures without leaking SQL or paths).
+//! `writer` (the group commit), `command` (what is sent to the writer), `write_ops` and
+//! `queries` (the SQL), `codec` (how values are stored), `errors` (mapping failures
+//! without leaking SQL or paths).
 
 mod codec;
+mod command;
 mod connection;
 mod errors;
 mod queries;
@@ -24,7 +26,8 @@ use self::codec::{AttemptRow, DeliveryRow, EventRow};
 use self::connection::{ReaderPool, open_writer};
 use self::errors::unavailable;
 use self::write_ops::AppendItem;
-use self::writer::{Command, WriterHandle};
+use self::command::{Op, Waiter};
+use self::writer::WriterHandle;
 use crate::{
     AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page, Store,
     StoreResult,
@@ -143,7 +146,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let items = encode_batch(batch)?;
-        self.writer.call(|reply| Command::Append { items, reply }).await
+        self.writer.submit(Op::Append(items), Waiter::Append).await
     }
 
     async fn record_attempts(&self, records: Vec<AttemptRecord>) -> StoreResult<()> {
@@ -152,7 +155,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let rows = records.into_iter().map(AttemptRow::encode).collect();
-        self.writer.call(|reply| Command::RecordAttempts { rows, reply }).await
+        self.writer.submit(Op::RecordAttempts(rows), Waiter::Unit).await
     }
 
     async fn insert_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
@@ -161,7 +164,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let rows = deliveries.into_iter().map(DeliveryRow::encode).collect();
-        self.writer.call(|reply| Command::InsertDeliveries { rows, reply }).await
+        self.writer.submit(Op::InsertDeliveries(rows), Waiter::Unit).await
     }
 
     async fn requeue_delivery(
@@ -170,7 +173,7 @@ impl Store for SqliteStore {
         id: DeliveryId,
     ) -> StoreResult<Option<Delivery>> {
         let tenant = tenant.as_str().to_owned();
-        self.writer.call(|reply| Command::Requeue { tenant, id, reply }).await
+        self.writer.submit(Op::Requeue { tenant, id }, Waiter::Requeue).await
     }
 
     async fn get_event(&self, tenant: &TenantId, id: EventId) -> StoreResult<Option<Event>> {
@@ -242,7 +245,7 @@ impl Store for SqliteStore {
 
     async fn put_cursor(&self, source_id: &str, value: &str) -> StoreResult<()> {
         let (source_id, value) = (source_id.to_owned(), value.to_owned());
-        self.writer.call(|reply| Command::PutCursor { source_id, value, reply }).await
+        self.writer.submit(Op::PutCursor { source_id, value }, Waiter::Unit).await
     }
 
     async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
@@ -252,7 +255,7 @@ impl Store for SqliteStore {
 
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
         let (name, value) = (name.to_owned(), value.to_owned());
-        self.writer.call(|reply| Command::PutSetting { name, value, reply }).await
+        self.writer.submit(Op::PutSetting { name, value }, Waiter::Unit).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

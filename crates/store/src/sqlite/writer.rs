@@ -1,23 +1,29 @@
 //! The single writer thread and its group commit: write commands arrive over a bounded
-//! channel; the writer takes everything queued (up to a cap), runs it in ONE transaction with
-//! a savepoint per command, commits once (one fsync) and then answers every waiter.
+//! channel; the writer takes everything queued (up to a cap), runs it in ONE transaction,
+//! commits once (one fsync) and then answers every waiter.
+//!
+//! A command that fails on its own (a constraint, a missing delivery) must not take the
+//! others down. Savepoints per command would isolate it, but they copy every page a command
+//! touches into a sub-journal, which costs more than the SQL itself. So a batch first runs
+//! without them; only if a command fails is the transaction rolled back and the batch run
+//! again with a savepoint around each command. Both runs see the same database and clock,
+//! so they compute the same results.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use estafeta_core::metric_names::{STORE_BATCH_SIZE, STORE_COMMIT_DURATION};
-use estafeta_core::{Delivery, DeliveryId};
 use rusqlite::Connection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::codec::{AttemptRow, DeliveryRow, micros, ts};
+use super::codec::{micros, ts};
+use super::command::{Answer, Command, Op, Reply, Waiter};
 use super::errors::{
-    SharedError, closed, dooms_transaction, from_sqlite, replicate, share, unavailable,
-    unavailable_bare,
+    closed, dooms_transaction, from_sqlite, replicate, share, unavailable, unavailable_bare,
 };
-use super::write_ops::{self, AppendItem, Clock};
-use crate::{AppendOutcome, StoreResult};
+use super::write_ops::{self, Clock};
+use crate::{StoreError, StoreResult};
 
 /// Most commands committed in one transaction.
 const MAX_BATCH_COMMANDS: usize = 2_000;
@@ -29,118 +35,9 @@ const QUEUE_CAPACITY: usize = 4_096;
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_CHUNK: i64 = 1_000;
 
-type Reply<T> = oneshot::Sender<StoreResult<T>>;
-
-/// One durable write and where to send its result.
-pub(crate) enum Command {
-    Append { items: Vec<AppendItem>, reply: Reply<Vec<AppendOutcome>> },
-    RecordAttempts { rows: Vec<AttemptRow>, reply: Reply<()> },
-    InsertDeliveries { rows: Vec<DeliveryRow>, reply: Reply<()> },
-    Requeue { tenant: String, id: DeliveryId, reply: Reply<Option<Delivery>> },
-    PutCursor { source_id: String, value: String, reply: Reply<()> },
-    PutSetting { name: String, value: String, reply: Reply<()> },
-}
-
 enum Message {
     Write(Command),
     Shutdown,
-}
-
-/// A command's result before it is known whether its transaction committed.
-enum Answer {
-    Outcomes(Vec<AppendOutcome>),
-    Unit,
-    Delivery(Option<Delivery>),
-}
-
-/// Whoever waits for one command.
-enum Waiter {
-    Append(Reply<Vec<AppendOutcome>>),
-    Unit(Reply<()>),
-    Requeue(Reply<Option<Delivery>>),
-}
-
-impl Waiter {
-    fn send(self, result: StoreResult<Answer>) {
-        // A waiter that has gone away (its caller was cancelled) does not matter.
-        match self {
-            Self::Append(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Outcomes(v) => Ok(v),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Self::Unit(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Unit => Ok(()),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Self::Requeue(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Delivery(d) => Ok(d),
-                    _ => Err(mismatch()),
-                }));
-            }
-        }
-    }
-}
-
-fn mismatch() -> crate::StoreError {
-    unavailable_bare("the store writer answered the wrong request")
-}
-
-impl Command {
-    fn weight(&self) -> usize {
-        match self {
-            Self::Append { items, .. } => items.iter().map(AppendItem::weight).sum(),
-            Self::RecordAttempts { rows, .. } => rows.iter().map(AttemptRow::weight).sum(),
-            Self::InsertDeliveries { rows, .. } => rows.iter().map(DeliveryRow::weight).sum(),
-            Self::Requeue { tenant, .. } => 100 + tenant.len(),
-            Self::PutCursor { source_id: a, value: b, .. }
-            | Self::PutSetting { name: a, value: b, .. } => 100 + a.len() + b.len(),
-        }
-    }
-
-    fn into_waiter(self) -> Waiter {
-        match self {
-            Self::Append { reply, .. } => Waiter::Append(reply),
-            Self::Requeue { reply, .. } => Waiter::Requeue(reply),
-            Self::RecordAttempts { reply, .. }
-            | Self::InsertDeliveries { reply, .. }
-            | Self::PutCursor { reply, .. }
-            | Self::PutSetting { reply, .. } => Waiter::Unit(reply),
-        }
-    }
-
-    fn run(self, conn: &Connection, clock: &Clock) -> (Waiter, StoreResult<Answer>) {
-        match self {
-            Self::Append { items, reply } => (
-                Waiter::Append(reply),
-                write_ops::append(conn, &items, clock).map(Answer::Outcomes),
-            ),
-            Self::RecordAttempts { rows, reply } => (
-                Waiter::Unit(reply),
-                write_ops::record_attempts(conn, &rows, clock).map(|()| Answer::Unit),
-            ),
-            Self::InsertDeliveries { rows, reply } => (
-                Waiter::Unit(reply),
-                write_ops::insert_deliveries(conn, &rows).map(|()| Answer::Unit),
-            ),
-            Self::Requeue { tenant, id, reply } => (
-                Waiter::Requeue(reply),
-                write_ops::requeue_delivery(conn, &tenant, id, clock).map(Answer::Delivery),
-            ),
-            Self::PutCursor { source_id, value, reply } => (
-                Waiter::Unit(reply),
-                write_ops::put_cursor(conn, &source_id, &value, clock).map(|()| Answer::Unit),
-            ),
-            Self::PutSetting { name, value, reply } => (
-                Waiter::Unit(reply),
-                write_ops::put_setting(conn, &name, &value).map(|()| Answer::Unit),
-            ),
-        }
-    }
 }
 
 /// The async side of the writer: sends commands and waits for their answers.
@@ -155,9 +52,10 @@ impl WriterHandle {
     pub(crate) fn spawn(conn: Connection, dedupe_window: Duration) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let window_us = i64::try_from(dedupe_window.as_micros()).unwrap_or(i64::MAX);
+        let writer = Writer { conn, window_us, last_prune: None, backlog: false };
         let thread = std::thread::Builder::new()
             .name("estafeta-store-writer".to_owned())
-            .spawn(move || Writer { conn, window_us, last_prune: None, backlog: false }.run(rx))
+            .spawn(move || writer.run(rx))
             .map_err(|e| unavailable("cannot start the store writer thread", e))?;
         Ok(Self {
             tx,
@@ -171,11 +69,17 @@ impl WriterHandle {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) { Err(closed()) } else { Ok(()) }
     }
 
-    /// Queues a command built around a fresh reply channel and waits until it is durable.
-    pub(crate) async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreResult<T> {
+    /// Queues `op` and waits until it is durable (or failed). `waiter` picks the kind of
+    /// answer, e.g. `Waiter::Append`.
+    pub(crate) async fn submit<T>(
+        &self,
+        op: Op,
+        waiter: impl FnOnce(Reply<T>) -> Waiter,
+    ) -> StoreResult<T> {
         self.ensure_open()?;
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Write(make(reply))).await.map_err(|_| closed())?;
+        let command = Command { op, waiter: waiter(reply) };
+        self.tx.send(Message::Write(command)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| unavailable_bare("the store writer stopped"))?
     }
 
@@ -191,6 +95,20 @@ impl WriterHandle {
             Ok(Err(_)) => tracing::error!("store writer thread panicked"),
             Err(err) => tracing::error!(error = %err, "cannot wait for the store writer"),
         }
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum Failure {
+    /// The transaction is lost (I/O, disk full, lock timeout): every command fails.
+    Doomed(StoreError),
+    /// A command failed on its own: run the batch again with savepoints.
+    Isolate,
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Self::Doomed(err)
     }
 }
 
@@ -212,7 +130,7 @@ impl Writer {
                 match message {
                     Message::Shutdown => stopping = true,
                     Message::Write(cmd) => {
-                        weight += cmd.weight();
+                        weight += cmd.op.weight();
                         batch.push(cmd);
                     }
                 }
@@ -239,89 +157,112 @@ impl Writer {
         let now_us = micros(&now);
         let clock =
             Clock { now: ts(&now), now_us, dedupe_cutoff_us: now_us.saturating_sub(self.window_us) };
-        let mut done: Vec<(Waiter, StoreResult<Answer>)> = Vec::with_capacity(size);
-        let mut pending = batch.into_iter();
-        let outcome = self.run_transaction(&clock, &mut pending, &mut done);
+        let (ops, waiters): (Vec<Op>, Vec<Waiter>) =
+            batch.into_iter().map(|c| (c.op, c.waiter)).unzip();
+        let mut result = self.transaction(&ops, &clock, false);
+        if matches!(result, Err(Failure::Isolate)) {
+            self.rollback();
+            result = self.transaction(&ops, &clock, true);
+        }
         metrics::histogram!(STORE_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(STORE_BATCH_SIZE).record(size as f64);
-        match outcome {
-            Ok(()) => {
-                for (waiter, result) in done {
-                    waiter.send(result);
+        match result {
+            Ok(answers) => {
+                for (waiter, answer) in waiters.into_iter().zip(answers) {
+                    waiter.send(answer);
                 }
             }
-            Err(err) => {
-                if !self.conn.is_autocommit() {
-                    let _ = exec(&self.conn, "ROLLBACK");
-                }
+            Err(failure) => {
+                self.rollback();
+                let err = match failure {
+                    Failure::Doomed(err) => err,
+                    Failure::Isolate => unavailable_bare("a write could not be isolated"),
+                };
                 let (reason, source) = share(err);
                 tracing::warn!(error = %reason, commands = size, "store group commit failed");
-                fail_all(&reason, source.as_ref(), done.into_iter().map(|(w, _)| w));
-                fail_all(&reason, source.as_ref(), pending.map(Command::into_waiter));
+                for waiter in waiters {
+                    waiter.send(Err(replicate(&reason, source.as_ref())));
+                }
             }
         }
     }
 
-    fn run_transaction(
+    /// One attempt at the batch. Without `isolate`, the first command that fails ends the
+    /// attempt with [`Failure::Isolate`]; with it, each command runs in a savepoint and a
+    /// failing one is rolled back alone and answered with its error.
+    fn transaction(
         &mut self,
+        ops: &[Op],
         clock: &Clock,
-        pending: &mut std::vec::IntoIter<Command>,
-        done: &mut Vec<(Waiter, StoreResult<Answer>)>,
-    ) -> StoreResult<()> {
+        isolate: bool,
+    ) -> Result<Vec<StoreResult<Answer>>, Failure> {
+        exec(&self.conn, "BEGIN IMMEDIATE")?;
+        self.prune(clock, isolate)?;
         let conn = &self.conn;
-        exec(conn, "BEGIN IMMEDIATE")?;
-        self.prune(clock)?;
-        let conn = &self.conn;
-        for cmd in pending.by_ref() {
-            exec(conn, "SAVEPOINT command")?;
-            let (waiter, result) = cmd.run(conn, clock);
-            match result {
+        let mut answers = Vec::with_capacity(ops.len());
+        for op in ops {
+            if isolate {
+                exec(conn, "SAVEPOINT command")?;
+            }
+            match op.run(conn, clock) {
                 Ok(answer) => {
-                    exec(conn, "RELEASE command")?;
-                    done.push((waiter, Ok(answer)));
+                    if isolate {
+                        exec(conn, "RELEASE command")?;
+                    }
+                    answers.push(Ok(answer));
                 }
                 Err(err) if dooms_transaction(&err) || conn.is_autocommit() => {
-                    done.push((waiter, Ok(Answer::Unit)));
-                    return Err(err);
+                    return Err(Failure::Doomed(err));
                 }
+                Err(_) if !isolate => return Err(Failure::Isolate),
                 Err(err) => {
                     exec(conn, "ROLLBACK TO command")?;
                     exec(conn, "RELEASE command")?;
-                    done.push((waiter, Err(err)));
+                    answers.push(Err(err));
                 }
             }
         }
-        exec(conn, "COMMIT")
+        exec(conn, "COMMIT")?;
+        Ok(answers)
+    }
+
+    fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(err) = exec(&self.conn, "ROLLBACK") {
+                tracing::warn!(error = %err, "cannot roll back a store transaction");
+            }
+        }
     }
 
     /// Deletes a chunk of expired dedupe rows about once a second (more often while a
     /// backlog remains), inside the batch's transaction.
-    fn prune(&mut self, clock: &Clock) -> StoreResult<()> {
+    fn prune(&mut self, clock: &Clock, isolate: bool) -> Result<(), Failure> {
         let due = self.backlog || self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
         if !due {
             return Ok(());
         }
         self.last_prune = Some(Instant::now());
-        exec(&self.conn, "SAVEPOINT prune")?;
+        if isolate {
+            exec(&self.conn, "SAVEPOINT prune")?;
+        }
         match write_ops::prune_dedupe(&self.conn, clock, PRUNE_CHUNK) {
             Ok(deleted) => {
                 self.backlog = i64::try_from(deleted).unwrap_or(i64::MAX) >= PRUNE_CHUNK;
-                exec(&self.conn, "RELEASE prune")
+                if isolate {
+                    exec(&self.conn, "RELEASE prune")?;
+                }
+                Ok(())
             }
-            Err(err) if dooms_transaction(&err) || self.conn.is_autocommit() => Err(err),
+            Err(err) if dooms_transaction(&err) || self.conn.is_autocommit() => Err(err.into()),
+            Err(_) if !isolate => Err(Failure::Isolate),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot prune expired dedupe entries");
                 self.backlog = false;
                 exec(&self.conn, "ROLLBACK TO prune")?;
-                exec(&self.conn, "RELEASE prune")
+                exec(&self.conn, "RELEASE prune")?;
+                Ok(())
             }
         }
-    }
-}
-
-fn fail_all(reason: &str, source: Option<&SharedError>, waiters: impl Iterator<Item = Waiter>) {
-    for waiter in waiters {
-        waiter.send(Err(replicate(reason, source)));
     }
 }
 
