@@ -4,7 +4,8 @@
 use axum::Json;
 use futures::StreamExt as _;
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -21,6 +22,14 @@ use crate::problem::Problem;
 /// Most events in one batch request.
 pub(crate) const MAX_BATCH: usize = 10_000;
 
+/// Query of `POST /v1/events`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IngestParams {
+    /// The `http` source to ingest through (default `http`).
+    source: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Accepted {
     /// Estafeta ids of the events, in request order.
@@ -33,9 +42,17 @@ struct Accepted {
 pub(crate) async fn post_events(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    query: Result<Query<IngestParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    let Query(params) = query
+        .map_err(|e| Problem::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let source_id = params.source.unwrap_or_else(|| "http".to_owned());
+    if !state.http_sources.iter().any(|s| *s == source_id) {
+        return Err(Problem::not_found(format!("no http source `{source_id}` is configured"))
+            .field("source"));
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -109,7 +126,7 @@ pub(crate) async fn post_events(
     let mut incoming = Vec::with_capacity(items.len());
     let n = items.len();
     for (i, item) in items.into_iter().enumerate() {
-        let event = parse_cloudevent(item, &who.tenant, "http", now).map_err(|e| {
+        let event = parse_cloudevent(item, &who.tenant, &source_id, now).map_err(|e| {
             let e = if is_batch { e.in_batch(i) } else { e };
             Problem::bad_request(format!("invalid CloudEvent: {}", e.message)).field(e.field)
         })?;

@@ -34,6 +34,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Ids of the configured `http` sources; `POST /v1/events?source=ID` picks one
+    /// (default `http`).
+    pub http_sources: Arc<Vec<String>>,
 }
 
 /// The whole HTTP application.
@@ -57,6 +60,10 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+                .detail("this endpoint does not accept that method; see /openapi.json")
+        })
         // Ingest reads the body itself with its own limit and a problem document; this
         // outer bound stops anything else from buffering more.
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes.saturating_add(1)))

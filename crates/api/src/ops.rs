@@ -2,6 +2,7 @@
 //! destinations.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -50,8 +51,9 @@ pub(crate) struct EventsParams {
 pub(crate) async fn list_events(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Query(p): Query<EventsParams>,
+    p: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
+    let Query(p) = p.map_err(query_problem)?;
     let q = EventQuery {
         tenant: who.tenant,
         ty: p.ty,
@@ -101,8 +103,9 @@ pub(crate) struct DeliveriesParams {
 pub(crate) async fn list_deliveries(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Query(p): Query<DeliveriesParams>,
+    p: Result<Query<DeliveriesParams>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
+    let Query(p) = p.map_err(query_problem)?;
     let status = p
         .status
         .as_deref()
@@ -132,7 +135,7 @@ pub(crate) async fn get_delivery(
     let d = store.get_delivery(&who.tenant, id).await?.ok_or_else(|| Problem::not_found(format!("no delivery `{id}`")))?;
     let attempts = store.attempts(id).await?;
     let mut v = json!(d);
-    v["attempts"] = json!(attempts);
+    v["history"] = json!(attempts);
     Ok(Json(v))
 }
 
@@ -160,18 +163,26 @@ pub(crate) async fn replay_route(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(route): Path<String>,
-    body: Option<Json<ReplayBody>>,
+    body: Result<Json<ReplayBody>, JsonRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let Some(Json(body)) = body else {
-        return Err(Problem::bad_request("send a JSON body with `from` (an RFC 3339 time) or `after_event` (an event id)"));
-    };
+    let Json(body) = body.map_err(|e| {
+        Problem::bad_request(format!(
+            "send a JSON body with `from` (an RFC 3339 time) or `after_event` (an event id): {}",
+            e.body_text()
+        ))
+    })?;
     let from = match (body.from.as_ref(), body.after_event.as_deref()) {
         (Some(_), Some(_)) => return Err(Problem::bad_request("give either `from` or `after_event`, not both")),
         (Some(t), None) => ReplayFrom::Time(parse_time("from", Some(t))?.unwrap_or_else(Utc::now)),
         (None, Some(e)) => ReplayFrom::AfterEvent(parse_id("after_event", e)?),
         (None, None) => return Err(Problem::bad_request("give `from` (an RFC 3339 time) or `after_event` (an event id)")),
     };
-    let report = state.engine.replay(&who.tenant, &route, from).await?;
+    // Run to the end even if the client goes away: a replay stopped halfway would leave
+    // some events re-sent and others not.
+    let engine = state.engine.clone();
+    let report = tokio::spawn(async move { engine.replay(&who.tenant, &route, from).await })
+        .await
+        .map_err(|_| Problem::unavailable("the replay was interrupted; run it again"))??;
     Ok(Json(json!(report)))
 }
 
@@ -196,4 +207,8 @@ pub(crate) async fn list_destinations(State(state): State<AppState>) -> Result<J
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+fn query_problem(e: QueryRejection) -> Problem {
+    Problem::bad_request(format!("invalid query string: {}", e.body_text()))
 }

@@ -33,7 +33,7 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on (default `127.0.0.1:8080`; `:0` picks a free port).
+    /// Address to listen on, `IP:PORT` (default `127.0.0.1:8080`; port 0 picks a free port).
     pub listen: Spanned<String>,
     /// Largest accepted request body in bytes (default 1 MiB).
     pub max_body_bytes: usize,

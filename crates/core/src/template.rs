@@ -97,7 +97,10 @@ fn context_for(event: &Event, extra: &[(&str, &Value)]) -> Value {
     m.insert("subject".into(), Value::from(event.subject.clone().unwrap_or_default()));
     m.insert("key".into(), Value::from(event.key.clone().unwrap_or_default()));
     m.insert("tenant".into(), Value::from(event.tenant.as_str()));
-    m.insert("time".into(), Value::from(event.time.to_rfc3339()));
+    m.insert(
+        "time".into(),
+        Value::from(event.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+    );
     m.insert("data".into(), event.data.clone().unwrap_or(Value::Null));
     m.insert("extensions".into(), Value::Object(event.extensions.clone()));
     m.insert("event".into(), event.to_cloudevent());

@@ -61,6 +61,13 @@ impl Breaker {
         Admit::Probe
     }
 
+    /// Gives the probe slot back when the probe never reached the endpoint.
+    pub(crate) fn release_probe(&self) {
+        let mut st = self.lock();
+        st.probe_in_flight = false;
+        st.next_probe = Some(Instant::now());
+    }
+
     /// Records an attempt's result; returns true when the breaker just opened.
     pub(crate) fn record(&self, endpoint_failed: bool, was_probe: bool) -> bool {
         let Some(s) = self.settings else { return false };

@@ -176,6 +176,7 @@ impl Engine {
     async fn recover(&self) -> Result<usize, EngineError> {
         let mut after = None;
         let mut total = 0;
+        let mut orphans: HashMap<String, u64> = HashMap::new();
         let now_utc = Utc::now();
         let now = Instant::now();
         loop {
@@ -186,9 +187,16 @@ impl Engine {
                 let at = d.next_at.map_or(now, |t| {
                     now + (t - now_utc).to_std().unwrap_or(Duration::ZERO)
                 });
+                if !self.inner.lanes.contains_key(&d.destination_id) {
+                    *orphans.entry(d.destination_id.clone()).or_insert(0u64) += 1;
+                    continue;
+                }
                 self.enqueue(d, None, at);
                 total += 1;
             }
+        }
+        for (dest, n) in orphans {
+            tracing::warn!(dest_id = %dest, deliveries = n, "unfinished deliveries for a destination that is no longer configured; they wait until it is configured again");
         }
         Ok(total)
     }
@@ -201,6 +209,19 @@ impl Engine {
         let ordered = delivery.key.is_some()
             && self.inner.router.route(&delivery.route_id).is_some_and(|r| r.ordering == Ordering::Key);
         Some(lane.push_new(Item { delivery, event, ordered }, at))
+    }
+
+    /// Queues a delivery routing just created: after its destination's first delay, or, when
+    /// routing failed (a filter error), only counted and logged as dead.
+    fn enqueue_fresh(&self, d: Delivery, event: Option<Arc<Event>>) {
+        if d.status == DeliveryStatus::Dead {
+            metrics::counter!(m::DELIVERIES_DEAD, "destination" => d.destination_id.clone()).increment(1);
+            tracing::info!(route_id = %d.route_id, dest_id = %d.destination_id, delivery_id = %d.id,
+                error = d.last_error.as_deref().unwrap_or(""), "delivery is dead: the route could not evaluate the event");
+            return;
+        }
+        let delay = self.inner.lanes.get(&d.destination_id).map_or(Duration::ZERO, |l| l.first_delay());
+        self.enqueue(d, event, Instant::now() + delay);
     }
 
     /// Routes events, appends them durably with their deliveries, and queues the deliveries.
@@ -221,14 +242,11 @@ impl Engine {
             .map(|n| (Arc::new(n.event.clone()), n.deliveries.clone()))
             .collect();
         let outcomes = self.inner.store.append(batch).await?;
-        let now = Instant::now();
         for (outcome, (event, deliveries)) in outcomes.iter().zip(keep) {
             if let AppendOutcome::Inserted(_) = outcome {
                 metrics::counter!(m::EVENTS_INGESTED, "source" => event.source_id.clone()).increment(1);
                 for d in deliveries {
-                    if d.status == DeliveryStatus::Pending {
-                        self.enqueue(d, Some(Arc::clone(&event)), now);
-                    }
+                    self.enqueue_fresh(d, Some(Arc::clone(&event)));
                 }
             }
         }
@@ -247,11 +265,35 @@ impl Engine {
             .get_delivery(tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no delivery `{id}`")))?;
-        if !self.inner.lanes.contains_key(&d.destination_id) {
+        let Some(lane) = self.inner.lanes.get(&d.destination_id) else {
             return Err(EngineError::Conflict(format!(
                 "destination `{}` is no longer configured",
                 d.destination_id
             )));
+        };
+        if lane.is_in_flight(id) {
+            return Err(EngineError::Conflict(format!("delivery `{id}` is being attempted right now")));
+        }
+        // The route decides again with its current rules: a filter that failed may have
+        // been fixed, or may now exclude the event.
+        let route = self.inner.router.route(&d.route_id).ok_or_else(|| {
+            EngineError::Conflict(format!("route `{}` is no longer configured", d.route_id))
+        })?;
+        let event = self
+            .inner
+            .store
+            .get_event(tenant, d.event_id)
+            .await?
+            .ok_or_else(|| EngineError::Conflict(format!("event `{}` is no longer in the log", d.event_id)))?;
+        match router::decide(route, &event) {
+            router::Decision::Selected => {}
+            router::Decision::Filtered | router::Decision::Skip => {
+                return Err(EngineError::Conflict(format!(
+                    "route `{}` no longer selects event `{}`; nothing to retry",
+                    d.route_id, d.event_id
+                )));
+            }
+            router::Decision::Failed(reason) => return Err(EngineError::Conflict(reason)),
         }
         let d = self
             .inner
@@ -259,7 +301,7 @@ impl Engine {
             .requeue_delivery(tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no delivery `{id}`")))?;
-        match self.enqueue(d.clone(), None, Instant::now()) {
+        match self.enqueue(d.clone(), Some(Arc::new(event)), Instant::now()) {
             Some(Pushed::AlreadyInFlight) => Err(EngineError::Conflict(format!(
                 "delivery `{id}` is being attempted right now"
             ))),
@@ -305,12 +347,9 @@ impl Engine {
             }
             report.deliveries += fresh.len() as u64;
             self.inner.store.insert_deliveries(fresh.clone()).await?;
-            let now = Instant::now();
             for d in fresh {
-                if d.status == DeliveryStatus::Pending {
-                    let ev = by_event.get(&d.event_id).cloned();
-                    self.enqueue(d, ev, now);
-                }
+                let ev = by_event.get(&d.event_id).cloned();
+                self.enqueue_fresh(d, ev);
             }
         }
         Ok(report)

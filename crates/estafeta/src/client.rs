@@ -319,7 +319,7 @@ pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCod
             c.print(&v, |v| {
                 let mut t = Table::new();
                 t.set_header(["attempt", "started", "ms", "outcome", "status", "error", "response"]);
-                for a in v["attempts"].as_array().into_iter().flatten() {
+                for a in v["history"].as_array().into_iter().flatten() {
                     t.add_row([s(a, "id"), s(a, "started_at"), s(a, "duration_ms"), s(a, "outcome"), s(a, "status_code"), s(a, "error"), s(a, "response_excerpt")]);
                 }
                 t

@@ -55,6 +55,13 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             30.0,
         ])
         .context("configuring metrics")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                estafeta_core::metric_names::STORE_BATCH_SIZE.to_owned(),
+            ),
+            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+        )
+        .context("configuring metrics")?
         .install_recorder()
         .ok();
 
@@ -67,7 +74,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening the store at {}", path.display()))?,
     );
 
-    let auth = admin_auth(&config, &*store).await?;
+    let auth = admin_auth(&config, &*store, path).await?;
 
     let clients = HttpClients::new();
     let mut destinations = Vec::new();
@@ -92,39 +99,84 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         auth: Arc::new(auth),
         max_body_bytes: config.max_body_bytes,
         metrics,
+        http_sources: Arc::new(
+            config
+                .sources
+                .iter()
+                .filter(|s| s.kind == estafeta_config::SourceKindSettings::Http)
+                .map(|s| s.id.clone())
+                .collect(),
+        ),
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    shutdown_signal().await;
+    stop.cancel();
+    // Requests being answered get the grace period to finish; then we move on.
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e).context("serving HTTP"),
+        Ok(Err(e)) => return Err(e).context("serving HTTP"),
+        Err(_) => tracing::warn!("requests still open after the grace period; closing them"),
+    }
     tracing::info!("intake stopped; finishing attempts in flight");
     engine.shutdown(config.shutdown_grace).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The admin token: configured, from `ESTAFETA_ADMIN_TOKEN`, or generated on first start and
-/// printed once (only its digest is kept).
-async fn admin_auth(config: &Config, store: &dyn Store) -> anyhow::Result<Auth> {
-    if let Some(t) = &config.admin_token {
-        return Ok(Auth::from_token(t.expose()));
-    }
-    if let Ok(t) = std::env::var("ESTAFETA_ADMIN_TOKEN") {
-        if t.len() < 16 {
-            anyhow::bail!("ESTAFETA_ADMIN_TOKEN must be at least 16 characters long");
+/// The admin token: configured (`server.admin_token`), from `ESTAFETA_ADMIN_TOKEN`, or
+/// generated on first start. Only its SHA-256 digest is stored; a configured token replaces
+/// the stored one, so an old generated token stops working.
+async fn admin_auth(config: &Config, store: &dyn Store, db_path: &std::path::Path) -> anyhow::Result<Auth> {
+    let configured = match (&config.admin_token, std::env::var("ESTAFETA_ADMIN_TOKEN")) {
+        (Some(t), _) => Some(t.expose().to_owned()),
+        (None, Ok(t)) if t.len() < 16 => {
+            anyhow::bail!("ESTAFETA_ADMIN_TOKEN must be at least 16 characters long")
         }
-        return Ok(Auth::from_token(&t));
+        (None, Ok(t)) => Some(t),
+        (None, Err(_)) => None,
+    };
+    if let Some(t) = configured {
+        let digest = token_digest(&t);
+        if store.get_setting(ADMIN_DIGEST_SETTING).await?.as_deref() != Some(digest.as_str()) {
+            store.put_setting(ADMIN_DIGEST_SETTING, &digest).await?;
+        }
+        return Ok(Auth::from_digest(&digest));
     }
     if let Some(d) = store.get_setting(ADMIN_DIGEST_SETTING).await? {
         return Ok(Auth::from_digest(&d));
     }
     let token = generate_token();
     store.put_setting(ADMIN_DIGEST_SETTING, &token_digest(&token)).await?;
+    // The token goes to a file only its owner can read, not to the logs (a service's output
+    // usually ends up in the journal). On a terminal it is shown too.
+    let file = db_path.parent().unwrap_or(std::path::Path::new(".")).join("admin-token");
+    write_private(&file, &token).with_context(|| format!("writing {}", file.display()))?;
     eprintln!(
-        "\nGenerated an admin API token. It is shown only this once; keep it safe:\n\n    {token}\n\n\
-         Use it as `Authorization: Bearer <token>` (or ESTAFETA_TOKEN for the CLI).\n"
+        "Generated an admin API token and wrote it to {} (readable only by this user).",
+        file.display()
     );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("\n    {token}\n\nUse it as `Authorization: Bearer <token>` (or ESTAFETA_TOKEN for the CLI).\n");
+    }
     Ok(Auth::from_token(&token))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
 }
 
 fn generate_token() -> String {

@@ -19,7 +19,13 @@ async fn state(dir: &std::path::Path) -> AppState {
         Arc::new(SqliteStore::open(SqliteOptions::new(dir.join("t.db"))).await.unwrap());
     let config = estafeta_config::load_str("", "test", &estafeta_config::ProcessLookup::default()).unwrap();
     let engine = Engine::start(&config, store, Vec::new()).await.unwrap();
-    AppState { engine, auth: Arc::new(Auth::from_token(TOKEN)), max_body_bytes: 4096, metrics: None }
+    AppState {
+        engine,
+        auth: Arc::new(Auth::from_token(TOKEN)),
+        max_body_bytes: 4096,
+        metrics: None,
+        http_sources: Arc::new(vec!["http".to_owned()]),
+    }
 }
 
 fn req(method: &str, uri: &str, ct: Option<&str>, body: &str) -> Request<Body> {
@@ -156,4 +162,25 @@ async fn the_openapi_document_matches_the_router() {
     let r = Request::builder().uri("/openapi.json").body(Body::empty()).unwrap();
     let resp = app(st.clone()).oneshot(r).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn query_and_method_errors_are_problem_documents_and_sources_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    let (status, p) = call(&st, req("GET", "/v1/events?limit=abc", None, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(p["detail"].as_str().unwrap().contains("invalid query string"), "{p}");
+    let (status, p) = call(&st, req("GET", "/v1/deliveries?colour=red", None, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    let (status, p) = call(&st, req("DELETE", "/v1/events", None, "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(p["status"], 405);
+    let (status, p) = call(&st, req("POST", "/v1/routes/r/replay", Some("application/json"), "{oops")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(p["detail"].as_str().unwrap().contains("from"), "{p}");
+    let ev = json!({"specversion":"1.0","id":"a","source":"s","type":"t"});
+    let (status, p) = call(&st, req("POST", "/v1/events?source=partners", Some("application/json"), &ev.to_string())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(p["field"], "source");
 }

@@ -140,3 +140,10 @@ fn examples_in_the_repository_validate() {
     }
     assert!(seen > 0, "no example configs found in {}", dir.display());
 }
+
+#[test]
+fn headers_estafeta_sets_itself_are_refused() {
+    let yaml = "destinations:\n  - id: d\n    kind: webhook\n    url: https://x.example\n    headers: { Webhook-Signature: forged }\n";
+    let text = load_str(yaml, "h.yaml", &Env).unwrap_err().to_string();
+    assert!(text.contains("destinations[0].headers.Webhook-Signature"), "{text}");
+}

@@ -298,7 +298,12 @@ fn build_headers(
             }
         })?;
         value.set_sensitive(true);
-        headers.append(header, value);
+        if header == USER_AGENT {
+            // A configured user agent replaces Estafeta's instead of adding a second one.
+            headers.insert(header, value);
+        } else {
+            headers.append(header, value);
+        }
     }
     Ok(headers)
 }

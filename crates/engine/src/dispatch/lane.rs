@@ -75,6 +75,16 @@ impl Lane {
         r
     }
 
+    /// Delay before a new delivery's first attempt (`retry.schedule[0]`).
+    pub(crate) fn first_delay(&self) -> Duration {
+        self.retry.next_delay(0, None).unwrap_or(Duration::ZERO)
+    }
+
+    /// True while an attempt of this delivery runs.
+    pub(crate) fn is_in_flight(&self, id: estafeta_core::DeliveryId) -> bool {
+        self.queue().is_in_flight(id)
+    }
+
     pub(crate) fn depth(&self) -> (usize, usize) {
         let q = self.queue();
         (q.depth(), q.in_flight())
@@ -156,7 +166,22 @@ impl Lane {
 
     /// Loads missing events, renders bodies and sends; records the outcome of every item.
     async fn attempt(&self, mut items: Vec<Item>, probe: bool, deps: &LaneDeps) {
-        load_events(&mut items, deps).await;
+        if let Err(err) = load_events(&mut items, deps).await {
+            // The store did not answer: try these again shortly, without counting an attempt.
+            tracing::warn!(dest_id = %self.id, error = %err, "cannot load events for delivery; will try again");
+            let at = Instant::now() + Duration::from_secs(1);
+            {
+                let mut q = self.queue();
+                for item in items {
+                    q.put_back(item, at);
+                }
+            }
+            if probe {
+                self.breaker.release_probe();
+            }
+            self.notify.notify_one();
+            return;
+        }
         let mut ready = Vec::with_capacity(items.len());
         let mut ready_items = Vec::with_capacity(items.len());
         for item in items {
@@ -176,7 +201,8 @@ impl Lane {
         }
         if ready.is_empty() {
             if probe {
-                self.breaker.record(false, true);
+                // Nothing reached the endpoint: the breaker learns nothing.
+                self.breaker.release_probe();
             }
             return;
         }
@@ -296,24 +322,20 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn load_events(items: &mut [Item], deps: &LaneDeps) {
+/// Reads the events of items that don't carry theirs. Items whose event is not in the store
+/// keep `None` (it was purged); a store error is returned and nothing is decided.
+async fn load_events(items: &mut [Item], deps: &LaneDeps) -> Result<(), estafeta_store::StoreError> {
     let missing: Vec<_> = items.iter().filter(|i| i.event.is_none()).map(|i| i.delivery.event_id).collect();
     if missing.is_empty() {
-        return;
+        return Ok(());
     }
-    match deps.store.get_events(&missing).await {
-        Ok(events) => {
-            let events: std::collections::HashMap<_, _> =
-                events.into_iter().map(|e| (e.id, Arc::new(e))).collect();
-            for item in items.iter_mut().filter(|i| i.event.is_none()) {
-                item.event = events.get(&item.delivery.event_id).cloned();
-            }
-        }
-        Err(err) => {
-            // Treat as retryable: a transient store error must not kill deliveries.
-            tracing::warn!(error = %err, "cannot load events for delivery");
-        }
+    let events = deps.store.get_events(&missing).await?;
+    let events: std::collections::HashMap<_, _> =
+        events.into_iter().map(|e| (e.id, Arc::new(e))).collect();
+    for item in items.iter_mut().filter(|i| i.event.is_none()) {
+        item.event = events.get(&item.delivery.event_id).cloned();
     }
+    Ok(())
 }
 
 /// The message for one delivery: the route target's template, or the structured CloudEvent.

@@ -145,6 +145,10 @@ impl Queue {
         Err(None)
     }
 
+    pub(crate) fn is_in_flight(&self, id: DeliveryId) -> bool {
+        matches!(self.slots.get(&id), Some(Slot::InFlight))
+    }
+
     /// Deliveries held (waiting, queued behind a key, or in flight).
     pub(crate) fn depth(&self) -> usize {
         self.slots.len() + self.laned

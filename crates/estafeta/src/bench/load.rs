@@ -72,7 +72,7 @@ impl Payload {
     /// A body shaped like one delivered webhook (a structured CloudEvent with a
     /// `payload_bytes` data object, but no mark), for the raw ceiling.
     pub(super) fn delivery_like(&self) -> Bytes {
-        let pad = self.payload_bytes.saturating_sub(11);
+        let pad = self.payload_bytes.saturating_sub(10);
         Bytes::from(format!(
             "{{\"specversion\":\"1.0\",\"id\":\"evt_01JBENCHBENCHBENCHBENCHBENC\",\
              \"source\":\"estafeta-bench\",\"type\":\"bench.event\",\
@@ -148,13 +148,19 @@ pub(super) struct LoadCounters {
 
 impl LoadCounters {
     fn note_error(&self, message: String) {
-        let mut slot = self.first_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         slot.get_or_insert(message);
     }
 
     /// The first error seen, if any.
     pub(super) fn first_error(&self) -> Option<String> {
-        self.first_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -205,10 +211,17 @@ pub(super) async fn generate(
     let mut cut_short = false;
     while let Some(joined) = tasks.join_next().await {
         let report = joined.context("a generator task failed")?;
-        request_us.add(&report.request_us).context("merging latency histograms")?;
+        request_us
+            .add(&report.request_us)
+            .context("merging latency histograms")?;
         cut_short |= report.cut_short;
     }
-    Ok(LoadOutcome { start_ns, end_ns: now_ns(), request_us, cut_short })
+    Ok(LoadOutcome {
+        start_ns,
+        end_ns: now_ns(),
+        request_us,
+        cut_short,
+    })
 }
 
 fn new_histogram() -> anyhow::Result<Histogram<u64>> {
@@ -251,7 +264,10 @@ impl Worker {
         };
         let batch = plan.batch.max(1);
         loop {
-            let first = self.next.fetch_add(1, Ordering::Relaxed).saturating_mul(batch);
+            let first = self
+                .next
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_mul(batch);
             if first >= plan.events {
                 break;
             }
@@ -320,7 +336,8 @@ impl Worker {
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
         if status.is_success() {
-            let duplicates = serde_json::from_slice::<AcceptedBody>(&body).map_or(0, |b| b.duplicates);
+            let duplicates =
+                serde_json::from_slice::<AcceptedBody>(&body).map_or(0, |b| b.duplicates);
             return Sent::Ok { duplicates };
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -354,7 +371,11 @@ impl Ceiling {
 /// `n` per second over `d` (0 for an empty span).
 #[allow(clippy::cast_precision_loss)]
 pub(super) fn per_sec(n: u64, d: Duration) -> f64 {
-    if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() }
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
 }
 
 /// POSTs `body` to `url` from `concurrency` tasks for `duration`, with webhook-like headers.
@@ -368,7 +389,10 @@ pub(super) async fn raw_ceiling(
     let url = reqwest::Url::parse(url).context("the receiver URL")?;
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("webhook-id", HeaderValue::from_static("dlv_01JBENCHBENCHBENCHBENCHBENC"));
+    headers.insert(
+        "webhook-id",
+        HeaderValue::from_static("dlv_01JBENCHBENCHBENCHBENCHBENC"),
+    );
     headers.insert("webhook-timestamp", HeaderValue::from_static("1767225600"));
     headers.insert(
         "webhook-signature",
@@ -380,11 +404,16 @@ pub(super) async fn raw_ceiling(
     let deadline = started + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (client, url, headers, body) = (client.clone(), url.clone(), headers.clone(), body.clone());
+        let (client, url, headers, body) =
+            (client.clone(), url.clone(), headers.clone(), body.clone());
         let (ok, errors) = (Arc::clone(&ok), Arc::clone(&errors));
         tasks.spawn(async move {
             while Instant::now() < deadline {
-                let sent = client.post(url.clone()).headers(headers.clone()).body(body.clone()).send();
+                let sent = client
+                    .post(url.clone())
+                    .headers(headers.clone())
+                    .body(body.clone())
+                    .send();
                 match sent.await {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;

@@ -5,16 +5,19 @@
 //! raw ceiling and the generator's own (see `docs/performance.md`).
 //!
 //! Files: `scenario` runs one scenario; `load` is the generator and the ceilings;
-//! `receiver` the webhook receiver; `server` the child process; `procfs` memory and CPU
-//! readings; `report` the tables and JSON; `clock` the shared clock.
+//! `receiver` the webhook receiver; `server` the child process; `probe` (over `procfs` and
+//! `store_stats`) the server's memory, CPU, disk and commits; `report` the tables and JSON;
+//! `clock` the shared clock.
 
 mod clock;
 mod load;
+mod probe;
 mod procfs;
 mod receiver;
 mod report;
 mod scenario;
 mod server;
+mod store_stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,14 +38,16 @@ use scenario::{Goal, Plan, Runner};
 /// `bench.*` to `http://<--receiver-listen>/hook` yourself; memory and CPU of the server
 /// are not reported in that mode.
 #[derive(Debug, Args)]
-#[command(after_help = "Scenarios (the issue's targets, 2 cores, durability on):\n  \
+#[command(
+    after_help = "Scenarios (the issue's targets, 2 cores, durability on):\n  \
     single            50,000 events, one per ingest request, as fast as possible (≥ 10,000/s)\n  \
     batch100          300,000 events, 100 per ingest request (≥ 30,000/s)\n  \
     batch100-batched  as batch100, and the webhook sends up to 100 events per request\n  \
     steady2k          60,000 events at a steady 2,000/s (p99 end-to-end ≤ 25 ms)\n  \
     idle              a started server's resident memory after 3 s (≤ 30 MB)\n  \
     all               idle, single, batch100, batch100-batched, steady2k\n\
-    Every load scenario also checks the server's peak RSS (≤ 200 MB).")]
+    Every load scenario also checks the server's peak RSS (≤ 200 MB)."
+)]
 pub(crate) struct BenchArgs {
     /// Run a preset scenario (fixes --batch, --rate and --dest-batch; see below).
     #[arg(long, value_enum)]
@@ -151,10 +156,36 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
             goal,
         })
     };
-    let single = || load("single", 50_000, 1, 0.0, None, Goal::DeliveredPerSec(10_000.0));
-    let batch100 = || load("batch100", 300_000, 100, 0.0, None, Goal::DeliveredPerSec(30_000.0));
-    let batched =
-        || load("batch100-batched", 300_000, 100, 0.0, Some(100), Goal::DeliveredPerSec(30_000.0));
+    let single = || {
+        load(
+            "single",
+            50_000,
+            1,
+            0.0,
+            None,
+            Goal::DeliveredPerSec(10_000.0),
+        )
+    };
+    let batch100 = || {
+        load(
+            "batch100",
+            300_000,
+            100,
+            0.0,
+            None,
+            Goal::DeliveredPerSec(30_000.0),
+        )
+    };
+    let batched = || {
+        load(
+            "batch100-batched",
+            300_000,
+            100,
+            0.0,
+            Some(100),
+            Goal::DeliveredPerSec(30_000.0),
+        )
+    };
     let steady = || load("steady2k", 60_000, 1, 2_000.0, None, Goal::P99Ms(25.0));
     match args.scenario {
         None => vec![load(
@@ -212,7 +243,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for step in &steps {
         match step {
             Step::Idle => report.idle = Some(runner.idle(IDLE_RSS_GOAL).await?),
-            Step::Load(plan) => report.scenarios.push(runner.load(plan, PEAK_RSS_GOAL).await?),
+            Step::Load(plan) => report
+                .scenarios
+                .push(runner.load(plan, PEAK_RSS_GOAL).await?),
         }
     }
     let json = serde_json::to_string_pretty(&report).context("rendering JSON")?;

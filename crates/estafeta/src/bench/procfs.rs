@@ -20,10 +20,19 @@ pub(super) fn memory(pid: Pid) -> Option<Memory> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kb| kb * 1024)
     };
-    Some(Memory { rss: field("VmRSS:")?, peak: field("VmHWM:")? })
+    Some(Memory {
+        rss: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
 }
 
 /// A process: ours or a child.
@@ -76,7 +85,11 @@ pub(super) fn thread_ticks(pid: Pid) -> ThreadTicks {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
@@ -105,8 +118,54 @@ pub(super) fn thread_cpu_between(
         .filter(|(_, t)| *t > 0)
         .map(|(n, t)| (n, ticks_to_duration(t, ticks_per_sec)))
         .collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     list
+}
+
+/// Bytes a process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`).
+pub(super) fn disk_write_bytes(pid: Pid) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", pid.path())).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The whole machine's CPU ticks so far (first line of `/proc/stat`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MachineTicks {
+    /// user + nice + system + irq + softirq.
+    busy: u64,
+    /// Ticks stolen by the hypervisor.
+    steal: u64,
+}
+
+/// A reading of the machine's CPU ticks.
+pub(super) fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(MachineTicks {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        steal: at(7),
+    })
+}
+
+/// CPU time the machine spent busy, and stolen, between two readings.
+pub(super) fn machine_between(
+    a: MachineTicks,
+    b: MachineTicks,
+    ticks_per_sec: u64,
+) -> (Duration, Duration) {
+    (
+        ticks_to_duration(b.busy.saturating_sub(a.busy), ticks_per_sec),
+        ticks_to_duration(b.steal.saturating_sub(a.steal), ticks_per_sec),
+    )
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 when that fails).
@@ -138,6 +197,7 @@ mod tests {
             assert!(m.rss > 0 && m.peak >= m.rss);
             assert!(cpu_time(Pid::Current, 100).is_some());
             assert!(!thread_ticks(Pid::Current).is_empty());
+            assert!(machine_ticks().is_some());
         }
     }
 }

@@ -94,7 +94,10 @@ impl Recorder {
             return;
         };
         let latency = arrived_ns.saturating_sub(sent).saturating_add(1);
-        if slot.compare_exchange(0, latency, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if slot
+            .compare_exchange(0, latency, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             self.unique.fetch_add(1, Ordering::Relaxed);
             self.first_ns.fetch_min(arrived_ns, Ordering::Relaxed);
             self.last_ns.fetch_max(arrived_ns, Ordering::Relaxed);
@@ -162,11 +165,17 @@ impl Receiver {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("starting the bench receiver on {listen}"))?;
-        let addr = listener.local_addr().context("reading the receiver's address")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the receiver's address")?;
         let recorder = Arc::new(Recorder::new(capacity));
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, Arc::clone(&recorder), stop.clone()));
-        Ok(Self { addr, recorder, stop })
+        Ok(Self {
+            addr,
+            recorder,
+            stop,
+        })
     }
 
     /// The URL webhooks should be sent to.

@@ -4,6 +4,9 @@
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
+use super::probe::Usage;
+use super::store_stats::StoreActivity;
+
 /// The whole run.
 #[derive(Debug, Serialize)]
 pub(super) struct BenchReport {
@@ -64,12 +67,8 @@ pub(super) struct ScenarioReport {
     pub(super) idle_rss_bytes: Option<u64>,
     /// VmHWM of the server at the end.
     pub(super) peak_rss_bytes: Option<u64>,
-    /// CPU cores the server used on average while the scenario ran.
-    pub(super) server_cpu_cores: Option<f64>,
-    /// CPU cores the bench process (generator + receiver) used meanwhile.
-    pub(super) bench_cpu_cores: Option<f64>,
-    /// The server's CPU cores by thread name, largest first.
-    pub(super) server_threads: Vec<(String, f64)>,
+    /// CPU, disk and store use while the scenario ran.
+    pub(super) usage: Usage,
     pub(super) wall_secs: f64,
     /// Every accepted event was delivered in time.
     pub(super) complete: bool,
@@ -101,7 +100,7 @@ pub(super) fn thousands(n: f64) -> String {
     let digits = (n.max(0.0).round() as u64).to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -161,7 +160,11 @@ impl BenchReport {
         }
         if !any {
             if let Some(i) = &self.idle {
-                return format!("Idle RSS after {} s: {}\n", i.settle_secs, opt_mb(i.rss_bytes));
+                return format!(
+                    "Idle RSS after {} s: {}\n",
+                    i.settle_secs,
+                    opt_mb(i.rss_bytes)
+                );
             }
             return String::new();
         }
@@ -173,8 +176,15 @@ impl ScenarioReport {
     fn render(&self, raw: Option<f64>, markdown: bool) -> String {
         let mut t = new_table(markdown);
         t.set_header(["metric", "value", "vs raw ceiling"]);
-        let rate = if self.rate > 0.0 { format!("{}/s", thousands(self.rate)) } else { "max".into() };
-        let dest_batch = self.dest_batch.map_or_else(|| "1".to_owned(), |b| format!("≤{b}"));
+        let u = &self.usage;
+        let rate = if self.rate > 0.0 {
+            format!("{}/s", thousands(self.rate))
+        } else {
+            "max".into()
+        };
+        let dest_batch = self
+            .dest_batch
+            .map_or_else(|| "1".to_owned(), |b| format!("≤{b}"));
         let rows: Vec<[String; 3]> = vec![
             [
                 "raw ceiling (webhook client → receiver)".into(),
@@ -183,12 +193,19 @@ impl ScenarioReport {
             ],
             [
                 "generator ceiling (generator → receiver)".into(),
-                format!("{} events/s", thousands(self.generator_ceiling_events_per_sec)),
+                format!(
+                    "{} events/s",
+                    thousands(self.generator_ceiling_events_per_sec)
+                ),
                 ratio(self.generator_ceiling_events_per_sec, raw),
             ],
             [
                 "events accepted / failed".into(),
-                format!("{} / {}", thousands_u(self.accepted), thousands_u(self.failed)),
+                format!(
+                    "{} / {}",
+                    thousands_u(self.accepted),
+                    thousands_u(self.failed)
+                ),
                 String::new(),
             ],
             [
@@ -211,19 +228,47 @@ impl ScenarioReport {
                 ),
                 String::new(),
             ],
-            ["e2e latency p50 / p95 / p99 / max".into(), ms4(self.e2e_ms), String::new()],
-            ["ingest 202 latency p50 / p95 / p99 / max".into(), ms4(self.ingest_ms), String::new()],
+            [
+                "e2e latency p50 / p95 / p99 / max".into(),
+                ms4(self.e2e_ms),
+                String::new(),
+            ],
+            [
+                "ingest 202 latency p50 / p95 / p99 / max".into(),
+                ms4(self.ingest_ms),
+                String::new(),
+            ],
             [
                 "server RSS idle / peak".into(),
-                format!("{} / {}", opt_mb(self.idle_rss_bytes), opt_mb(self.peak_rss_bytes)),
+                format!(
+                    "{} / {}",
+                    opt_mb(self.idle_rss_bytes),
+                    opt_mb(self.peak_rss_bytes)
+                ),
                 String::new(),
             ],
             [
-                "CPU cores: server / bench process".into(),
-                format!("{} / {}", cores(self.server_cpu_cores), cores(self.bench_cpu_cores)),
+                "CPU cores: server / bench / other (machine busy)".into(),
+                format!(
+                    "{} / {} / {} ({})",
+                    cores(u.server_cpu_cores),
+                    cores(u.bench_cpu_cores),
+                    cores(u.other_cpu_cores),
+                    cores(u.machine_busy_cores)
+                ),
                 String::new(),
             ],
-            ["server CPU by thread (cores)".into(), self.threads_text(), String::new()],
+            [
+                "server CPU by thread (cores)".into(),
+                self.threads_text(),
+                String::new(),
+            ],
+            [
+                "store group commits".into(),
+                store_text(u.store.as_ref()),
+                String::new(),
+            ],
+            ["server disk writes".into(), self.disk_text(), String::new()],
         ];
         for row in rows {
             t.add_row(row);
@@ -247,11 +292,27 @@ impl ScenarioReport {
         out
     }
 
+    fn disk_text(&self) -> String {
+        match self.usage.server_disk_write_bytes {
+            #[allow(clippy::cast_precision_loss)]
+            Some(b) if self.delivered > 0 => {
+                format!(
+                    "{} ({:.1} KB per event)",
+                    mb(b),
+                    b as f64 / self.delivered as f64 / 1000.0
+                )
+            }
+            Some(b) => mb(b),
+            None => "n/a".to_owned(),
+        }
+    }
+
     fn threads_text(&self) -> String {
-        if self.server_threads.is_empty() {
+        if self.usage.server_threads.is_empty() {
             return "n/a".to_owned();
         }
-        self.server_threads
+        self.usage
+            .server_threads
             .iter()
             .take(5)
             .map(|(name, c)| format!("{name} {c:.2}"))
@@ -266,7 +327,25 @@ fn thousands_u(n: u64) -> String {
 }
 
 fn ms4(p: Percentiles) -> String {
-    format!("{:.1} / {:.1} / {:.1} / {:.1} ms", p.p50, p.p95, p.p99, p.max)
+    format!(
+        "{:.1} / {:.1} / {:.1} / {:.1} ms",
+        p.p50, p.p95, p.p99, p.max
+    )
+}
+
+fn store_text(s: Option<&StoreActivity>) -> String {
+    s.map_or_else(
+        || "n/a".to_owned(),
+        |s| {
+            format!(
+                "{} commits, {:.0} commands each, {:.2} ms each, {:.1} s busy",
+                thousands_u(s.commits),
+                s.mean_batch,
+                s.mean_commit_ms,
+                s.busy_secs
+            )
+        },
+    )
 }
 
 fn cores(c: Option<f64>) -> String {

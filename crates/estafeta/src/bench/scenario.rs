@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::BenchArgs;
 use super::clock::{between, now_ns};
 use super::load::{self, LoadCounters, LoadPlan, Payload, per_sec};
+use super::probe::Probe;
 use super::procfs::{self, Pid};
 use super::receiver::{Counts, Receiver, Recorder};
 use super::report::{IdleReport, Percentiles, ScenarioReport, Target, mb, thousands};
@@ -58,7 +59,7 @@ pub(super) struct Runner<'a> {
 
 /// The server a scenario talks to.
 enum Sut {
-    Spawned(ServerProcess),
+    Spawned(Box<ServerProcess>),
     External,
 }
 
@@ -94,13 +95,19 @@ impl<'a> Runner<'a> {
     /// settings and concurrency.
     pub(super) async fn raw_ceiling(&mut self) -> anyhow::Result<f64> {
         let conc = usize::from(self.args.dest_concurrency);
-        eprintln!("measuring the receiver's raw ceiling ({conc} connections, {}s)…", self.args.ceiling_secs);
+        eprintln!(
+            "measuring the receiver's raw ceiling ({conc} connections, {}s)…",
+            self.args.ceiling_secs
+        );
         let receiver = Receiver::start(loopback_any(), 0).await?;
         let client = load::destination_like_client(conc)?;
         let body = self.payload("ceiling").delivery_like();
         let c = load::raw_ceiling(client, &receiver.url(), body, conc, self.ceiling_time()).await?;
         if c.requests == 0 {
-            anyhow::bail!("the raw-ceiling run got no successful answer ({} errors)", c.errors);
+            anyhow::bail!(
+                "the raw-ceiling run got no successful answer ({} errors)",
+                c.errors
+            );
         }
         eprintln!("  raw ceiling: {} req/s", thousands(c.per_sec()));
         Ok(c.per_sec())
@@ -127,7 +134,10 @@ impl<'a> Runner<'a> {
         let counters = Arc::new(LoadCounters::default());
         let client = load::generator_client(conns)?;
         let out = load::generate(client, plan, Arc::clone(&counters)).await?;
-        let v = per_sec(counters.accepted.load(Ordering::Relaxed), between(out.start_ns, out.end_ns));
+        let v = per_sec(
+            counters.accepted.load(Ordering::Relaxed),
+            between(out.start_ns, out.end_ns),
+        );
         eprintln!("  generator ceiling: {} events/s", thousands(v));
         self.generator_ceilings.insert(batch, v);
         Ok(v)
@@ -148,9 +158,16 @@ impl<'a> Runner<'a> {
     pub(super) async fn idle(&mut self, goal: u64) -> anyhow::Result<IdleReport> {
         if self.external.is_some() {
             eprintln!("idle: skipped (the server is not ours to measure with --url)");
-            return Ok(IdleReport { settle_secs: 0, rss_bytes: None, target: None });
+            return Ok(IdleReport {
+                settle_secs: 0,
+                rss_bytes: None,
+                target: None,
+            });
         }
-        eprintln!("idle: starting a server and waiting {}s…", IDLE_SETTLE.as_secs());
+        eprintln!(
+            "idle: starting a server and waiting {}s…",
+            IDLE_SETTLE.as_secs()
+        );
         let receiver = Receiver::start(loopback_any(), 0).await?;
         let server = ServerProcess::spawn(&self.spec(receiver.url(), None)).await?;
         tokio::time::sleep(IDLE_SETTLE).await;
@@ -162,11 +179,19 @@ impl<'a> Runner<'a> {
             measured: mb(r),
             met: r <= goal,
         });
-        Ok(IdleReport { settle_secs: IDLE_SETTLE.as_secs(), rss_bytes: rss, target })
+        Ok(IdleReport {
+            settle_secs: IDLE_SETTLE.as_secs(),
+            rss_bytes: rss,
+            target,
+        })
     }
 
     /// Runs one load scenario end to end.
-    pub(super) async fn load(&mut self, plan: &Plan, rss_goal: u64) -> anyhow::Result<ScenarioReport> {
+    pub(super) async fn load(
+        &mut self,
+        plan: &Plan,
+        rss_goal: u64,
+    ) -> anyhow::Result<ScenarioReport> {
         let args = self.args;
         let generator_ceiling = self.generator_ceiling(plan.batch).await?;
         eprintln!(
@@ -174,9 +199,17 @@ impl<'a> Runner<'a> {
             plan.name,
             thousands_u(plan.events),
             plan.batch,
-            if plan.rate > 0.0 { format!("{}/s", thousands(plan.rate)) } else { "max".into() }
+            if plan.rate > 0.0 {
+                format!("{}/s", thousands(plan.rate))
+            } else {
+                "max".into()
+            }
         );
-        let listen = if self.external.is_some() { args.receiver_listen } else { loopback_any() };
+        let listen = if self.external.is_some() {
+            args.receiver_listen
+        } else {
+            loopback_any()
+        };
         let receiver = Receiver::start(listen, plan.events).await?;
         let (target, base_url, token) = match &self.external {
             Some((url, token)) => {
@@ -184,12 +217,13 @@ impl<'a> Runner<'a> {
                 (Sut::External, url.clone(), token.clone())
             }
             None => {
-                let server = ServerProcess::spawn(&self.spec(receiver.url(), plan.dest_batch)).await?;
+                let server =
+                    ServerProcess::spawn(&self.spec(receiver.url(), plan.dest_batch)).await?;
                 if let Some(dir) = server.kept_dir() {
                     eprintln!("  data directory (kept): {}", dir.display());
                 }
                 let url = server.base_url().to_owned();
-                (Sut::Spawned(server), url, self.token.clone())
+                (Sut::Spawned(Box::new(server)), url, self.token.clone())
             }
         };
         let pid = match &target {
@@ -197,11 +231,18 @@ impl<'a> Runner<'a> {
             Sut::External => None,
         };
         tokio::time::sleep(LOAD_SETTLE).await;
-        let idle_rss = pid.and_then(|p| procfs::memory(Pid::Other(p))).map(|m| m.rss);
+        let idle_rss = pid
+            .and_then(|p| procfs::memory(Pid::Other(p)))
+            .map(|m| m.rss);
 
-        let server_cpu0 = pid.and_then(|p| procfs::cpu_time(Pid::Other(p), self.ticks));
-        let threads0 = pid.map(|p| procfs::thread_ticks(Pid::Other(p))).unwrap_or_default();
-        let bench_cpu0 = procfs::cpu_time(Pid::Current, self.ticks);
+        let probe = Probe {
+            pid,
+            ticks_per_sec: self.ticks,
+            base_url: base_url.clone(),
+            token: token.clone(),
+            client: load::generator_client(1)?,
+        };
+        let before = probe.snapshot().await;
 
         let counters = Arc::new(LoadCounters::default());
         let stop_progress = CancellationToken::new();
@@ -222,7 +263,12 @@ impl<'a> Runner<'a> {
             payload: self.payload(&plan.name),
             max_duration: args.max_duration,
         };
-        let outcome = load::generate(load::generator_client(conns)?, load_plan, Arc::clone(&counters)).await;
+        let outcome = load::generate(
+            load::generator_client(conns)?,
+            load_plan,
+            Arc::clone(&counters),
+        )
+        .await;
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -235,31 +281,22 @@ impl<'a> Runner<'a> {
         let recorder = Arc::clone(receiver.recorder());
         let mut target = target;
         let complete = wait_delivered(&recorder, accepted, args.drain_timeout, &mut target).await;
-        let end_ns = recorder.counts().first_last_ns.map_or_else(now_ns, |(_, last)| last);
+        let end_ns = recorder
+            .counts()
+            .first_last_ns
+            .map_or_else(now_ns, |(_, last)| last);
         stop_progress.cancel();
         let _ = progress.await;
 
-        let wall = between(outcome.start_ns, end_ns);
-        let server_cpu1 = pid.and_then(|p| procfs::cpu_time(Pid::Other(p), self.ticks));
-        let threads1 = pid.map(|p| procfs::thread_ticks(Pid::Other(p))).unwrap_or_default();
-        let bench_cpu1 = procfs::cpu_time(Pid::Current, self.ticks);
+        let after = probe.snapshot().await;
         let memory = pid.and_then(|p| procfs::memory(Pid::Other(p)));
         stop_target_checked(target).await?;
 
+        let wall = between(outcome.start_ns, end_ns);
         let counts = recorder.counts();
         let e2e = percentiles_ms(recorder.latencies_ns().map(|ns| ns / 1000))?;
         let ingest = percentiles_ms_hist(&outcome.request_us);
         let last_ok = counters.last_ok_ns.load(Ordering::Relaxed);
-        let cores = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) if !wall.is_zero() => {
-                Some(b.saturating_sub(a).as_secs_f64() / wall.as_secs_f64())
-            }
-            _ => None,
-        };
-        let server_threads = procfs::thread_cpu_between(&threads0, &threads1, self.ticks)
-            .into_iter()
-            .map(|(n, d)| (n, d.as_secs_f64() / wall.as_secs_f64().max(1e-9)))
-            .collect();
         let mut report = ScenarioReport {
             name: plan.name.clone(),
             events: plan.events,
@@ -283,15 +320,20 @@ impl<'a> Runner<'a> {
             ingest_ms: ingest,
             idle_rss_bytes: idle_rss,
             peak_rss_bytes: memory.map(|m| m.peak),
-            server_cpu_cores: cores(server_cpu0, server_cpu1),
-            bench_cpu_cores: cores(bench_cpu0, bench_cpu1),
-            server_threads,
+            usage: probe.usage(&before, &after),
             wall_secs: wall.as_secs_f64(),
             complete,
             targets: Vec::new(),
             notes: Vec::new(),
         };
-        add_targets_and_notes(&mut report, plan, rss_goal, &counters, outcome.cut_short, counts);
+        add_targets_and_notes(
+            &mut report,
+            plan,
+            rss_goal,
+            &counters,
+            outcome.cut_short,
+            counts,
+        );
         Ok(report)
     }
 }
@@ -320,15 +362,15 @@ fn add_targets_and_notes(
             met: r.complete && r.e2e_ms.p99 <= goal,
         }),
     }
-    if !matches!(plan.goal, Goal::None) {
-        if let Some(peak) = r.peak_rss_bytes {
-            r.targets.push(Target {
-                what: format!("{n}: peak RSS"),
-                goal: format!("≤ {}", mb(rss_goal)),
-                measured: mb(peak),
-                met: peak <= rss_goal,
-            });
-        }
+    if !matches!(plan.goal, Goal::None)
+        && let Some(peak) = r.peak_rss_bytes
+    {
+        r.targets.push(Target {
+            what: format!("{n}: peak RSS"),
+            goal: format!("≤ {}", mb(rss_goal)),
+            measured: mb(peak),
+            met: peak <= rss_goal,
+        });
     }
     if !r.complete {
         r.notes.push(format!(
@@ -346,7 +388,8 @@ fn add_targets_and_notes(
         ));
     }
     if cut_short {
-        r.notes.push("the ingest phase hit --max-duration; not every event was sent".into());
+        r.notes
+            .push("the ingest phase hit --max-duration; not every event was sent".into());
     }
     if counts.bad_requests > 0 || counts.unmarked > 0 {
         r.notes.push(format!(
@@ -355,7 +398,9 @@ fn add_targets_and_notes(
         ));
     }
     if plan.rate <= 0.0 && r.generator_ceiling_events_per_sec < 1.5 * r.accepted_per_sec {
-        r.notes.push("the generator's ceiling is within 1.5× of the accepted rate: it may be a limit".into());
+        r.notes.push(
+            "the generator's ceiling is within 1.5× of the accepted rate: it may be a limit".into(),
+        );
     }
     if plan.rate > 0.0 && r.accepted_per_sec < 0.95 * plan.rate {
         r.notes.push(format!(
@@ -382,13 +427,15 @@ async fn wait_delivered(
             return false;
         }
         checks += 1;
-        if checks % 50 == 0 {
-            if let Sut::Spawned(s) = target {
-                if let Some(status) = s.exited() {
-                    eprintln!("the server exited ({status}) before delivering everything:\n{}", s.stderr_tail());
-                    return false;
-                }
-            }
+        if checks.is_multiple_of(50)
+            && let Sut::Spawned(s) = target
+            && let Some(status) = s.exited()
+        {
+            eprintln!(
+                "the server exited ({status}) before delivering everything:\n{}",
+                s.stderr_tail()
+            );
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -414,14 +461,17 @@ async fn show_progress(
     stop: CancellationToken,
 ) {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "  [{elapsed_precise}] {bar:30} {pos}/{len} delivered, {msg}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("  [{elapsed_precise}] {bar:30} {pos}/{len} delivered, {msg}")
+    {
         bar.set_style(style);
     }
     loop {
         bar.set_position(recorder.counts().unique);
-        bar.set_message(format!("{} accepted", counters.accepted.load(Ordering::Relaxed)));
+        bar.set_message(format!(
+            "{} accepted",
+            counters.accepted.load(Ordering::Relaxed)
+        ));
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -431,7 +481,8 @@ async fn show_progress(
 }
 
 fn percentiles_ms(values_us: impl Iterator<Item = u64>) -> anyhow::Result<Percentiles> {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("creating a histogram")?;
+    let mut h =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("creating a histogram")?;
     for v in values_us {
         h.saturating_record(v.max(1));
     }
@@ -444,7 +495,12 @@ fn percentiles_ms_hist(h: &Histogram<u64>) -> Percentiles {
         return Percentiles::default();
     }
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    Percentiles { p50: ms(0.50), p95: ms(0.95), p99: ms(0.99), max: h.max() as f64 / 1000.0 }
+    Percentiles {
+        p50: ms(0.50),
+        p95: ms(0.95),
+        p99: ms(0.99),
+        max: h.max() as f64 / 1000.0,
+    }
 }
 
 #[allow(clippy::cast_precision_loss)]

@@ -68,7 +68,10 @@ fn random_whsec() -> String {
     use base64::Engine as _;
     let mut key = [0u8; 32];
     rand::fill(&mut key);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 impl ServerProcess {
@@ -99,14 +102,23 @@ impl ServerProcess {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(keep_tail(err, Arc::clone(&stderr_tail)));
         }
-        let stdout = child.stdout.take().context("no stdout pipe to the server")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout pipe to the server")?;
         let (data_dir, kept_dir) = if spec.keep_data {
             (None, Some(dir.keep()))
         } else {
             (Some(dir), None)
         };
-        let mut server =
-            Self { child, pid, base_url: String::new(), data_dir, kept_dir, stderr_tail };
+        let mut server = Self {
+            child,
+            pid,
+            base_url: String::new(),
+            data_dir,
+            kept_dir,
+            stderr_tail,
+        };
         match tokio::time::timeout(START_TIMEOUT, wait_listening(stdout)).await {
             Ok(Ok(addr)) => {
                 server.base_url = format!("http://{addr}");
@@ -158,7 +170,10 @@ impl ServerProcess {
 
     /// The last lines the server wrote to stderr.
     pub(super) fn stderr_tail(&self) -> String {
-        let tail = self.stderr_tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let tail = self
+            .stderr_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         tail.iter().map(|l| format!("  | {l}\n")).collect()
     }
 
@@ -184,7 +199,10 @@ impl ServerProcess {
         };
         drop(self.data_dir.take());
         if !status.success() {
-            bail!("the server exited with {status}. Its last stderr lines:\n{}", self.stderr_tail());
+            bail!(
+                "the server exited with {status}. Its last stderr lines:\n{}",
+                self.stderr_tail()
+            );
         }
         Ok(())
     }
@@ -192,7 +210,11 @@ impl ServerProcess {
 
 async fn wait_listening(stdout: impl AsyncRead + Unpin + Send + 'static) -> anyhow::Result<String> {
     let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.context("reading the server's stdout")? {
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .context("reading the server's stdout")?
+    {
         if let Some(url) = line.trim().strip_prefix(LISTENING) {
             let addr = url.trim_start_matches("http://").to_owned();
             // Keep draining stdout so the server never blocks on a full pipe.
@@ -228,8 +250,8 @@ mod tests {
             dest_batch: Some(100),
             keep_data: false,
         };
-        let yaml = config_yaml(&spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec())
-            .expect("yaml");
+        let yaml =
+            config_yaml(&spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec()).expect("yaml");
         let lookup = estafeta_config::ProcessLookup::from_env();
         let loaded = estafeta_config::load_str(&yaml, "bench.yaml", &lookup);
         assert!(loaded.is_ok(), "{yaml}\n{:?}", loaded.err());

@@ -53,8 +53,8 @@ async fn delivers_signed_events_to_matching_webhooks_only() {
         .await;
     let id = d["items"][0]["id"].as_str().unwrap();
     let one = s.get_json(&format!("/v1/deliveries/{id}")).await;
-    assert_eq!(one["attempts"][0]["outcome"], "delivered");
-    assert_eq!(one["attempts"][0]["status_code"], 200);
+    assert_eq!(one["history"][0]["outcome"], "delivered");
+    assert_eq!(one["history"][0]["status_code"], 200);
     // Metrics count them.
     let m = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(m.contains("estafeta_deliveries_delivered_total"), "{m}");
@@ -79,7 +79,7 @@ async fn endpoint_down_then_up_gets_everything() {
     let d = s.get_json("/v1/deliveries?limit=1").await;
     let id = d["items"][0]["id"].as_str().unwrap();
     let one = s.get_json(&format!("/v1/deliveries/{id}")).await;
-    let attempts = one["attempts"].as_array().unwrap();
+    let attempts = one["history"].as_array().unwrap();
     assert!(attempts.len() >= 2, "{one}");
     assert_eq!(attempts[0]["outcome"], "retryable");
     assert_eq!(attempts[0]["status_code"], 503);

@@ -196,3 +196,30 @@ async fn the_cli_sends_lists_and_retries() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn events_can_come_in_through_a_named_http_source() {
+    let rx = estafeta_testkit::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "sources:\n  - id: partners\n    kind: http\nroutes:\n  - id: from-partners\n    from: partners\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        crate::server::webhook("hook", &rx.url(), "")
+    );
+    let s = Server::start(dir.path(), &cfg).await;
+    // Through the default source: the route does not take it.
+    assert_eq!(s.post_event(&event("p-0", "t", json!({}))).await.status(), 202);
+    let r = s
+        .req(Method::POST, "/v1/events?source=partners")
+        .header("content-type", "application/cloudevents+json")
+        .body(event("p-1", "t", json!({})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(rx.wait_for_count(1, Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 1);
+    assert_eq!(rx.requests()[0].json().unwrap()["id"], "p-1");
+    let list = s.get_json("/v1/events?source=partners").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}

@@ -39,6 +39,7 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON").map_err(from_sqlite)?;
     // Keep the WAL file from staying huge after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(from_sqlite)?;
+    if std::env::var_os("EXP_NOCKPT").is_some() { conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(from_sqlite)?; }
     Ok(conn)
 }
 
