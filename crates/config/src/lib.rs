@@ -11,7 +11,8 @@ pub mod text;
 
 pub use duration::DurationText;
 pub use settings::{
-    BreakerSettings, DestinationKindSettings, DestinationSettings, RateLimit, WebhookSettings,
+    BreakerSettings, DestinationKindSettings, DestinationSettings, RESERVED_WEBHOOK_HEADERS,
+    RateLimit, WebhookSettings,
 };
 pub use text::{Lookup, ProcessLookup, Secret, Text};
 

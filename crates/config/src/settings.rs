@@ -67,3 +67,17 @@ pub enum DestinationKindSettings {
     /// A webhook.
     Webhook(WebhookSettings),
 }
+
+/// Headers a webhook sets itself; configuring them is an error.
+pub const RESERVED_WEBHOOK_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-estafeta-delivery",
+    "x-estafeta-attempt",
+];

@@ -414,20 +414,6 @@ fn parse_rate(s: &str) -> Result<RateLimit, String> {
     Ok(RateLimit { count, per })
 }
 
-/// Headers a webhook sets itself (the destination refuses them too).
-const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-estafeta-delivery",
-    "x-estafeta-attempt",
-];
-
 fn webhook(
     cx: &mut Ctx<'_>,
     p: &str,
@@ -473,7 +459,7 @@ fn webhook(
             cx.err_at(l, c, format!("{p}.headers"), format!("`{name}` is not a valid header name"));
             continue;
         }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        if crate::settings::RESERVED_WEBHOOK_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             let (l, c) = cx.pos(value);
             cx.err_at(l, c, format!("{p}.headers.{name}"), "Estafeta sets this header itself; it cannot be configured");
             continue;

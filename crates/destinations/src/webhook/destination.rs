@@ -25,18 +25,7 @@ const X_ESTAFETA_DELIVERY: HeaderName = HeaderName::from_static("x-estafeta-deli
 const X_ESTAFETA_ATTEMPT: HeaderName = HeaderName::from_static("x-estafeta-attempt");
 
 /// Headers Estafeta sets on every request; configuring them is a build error.
-const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-estafeta-delivery",
-    "x-estafeta-attempt",
-];
+use estafeta_config::RESERVED_WEBHOOK_HEADERS as RESERVED_HEADERS;
 
 /// A webhook destination: one pooled HTTP client, requests signed when a key is set.
 ///

@@ -206,13 +206,7 @@ async fn ordering_by_key_delivers_one_at_a_time_in_log_order() {
         e["partitionkey"] = json!(format!("customer-{}", i % 3));
         batch.push(e);
     }
-    let r = s
-        .req(Method::POST, "/v1/events")
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_string(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
     assert!(rx.wait_for_count(30, T).await);
     for k in 0..3 {
@@ -257,12 +251,7 @@ async fn batch_mode_sends_many_events_in_one_signed_request() {
     );
     let s = Server::start(dir.path(), &cfg).await;
     let batch: Vec<Value> = (0..100).map(|i| event(&format!("m-{i}"), "t", json!({"i": i}))).collect();
-    s.req(Method::POST, "/v1/events")
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_string(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
+    s.post_batch(&batch).await;
     s.wait_json("/v1/deliveries?status=delivered&limit=200", T, |v| v["items"].as_array().unwrap().len() == 100).await;
     let reqs = rx.requests();
     assert!(reqs.len() < 100, "batched into fewer requests, got {}", reqs.len());

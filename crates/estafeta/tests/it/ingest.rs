@@ -38,13 +38,7 @@ async fn batches_are_accepted_and_listed_with_filters() {
     let batch: Vec<Value> = (0..250)
         .map(|i| event(&format!("b-{i}"), if i % 2 == 0 { "a.even" } else { "a.odd" }, json!({"i": i})))
         .collect();
-    let r = s
-        .req(Method::POST, "/v1/events")
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(serde_json::to_string(&batch).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["ids"].as_array().unwrap().len(), 250);

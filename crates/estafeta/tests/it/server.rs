@@ -113,6 +113,15 @@ impl Server {
             .expect("post")
     }
 
+    pub async fn post_batch(&self, events: &[Value]) -> reqwest::Response {
+        self.req(reqwest::Method::POST, "/v1/events")
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_string(events).expect("json"))
+            .send()
+            .await
+            .expect("post")
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let r = self.req(reqwest::Method::GET, path).send().await.expect("get");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
