@@ -16,6 +16,15 @@ pub struct IdParseError {
     value: String,
 }
 
+/// A ULID greater than every one this process made before (ULIDs made in the same millisecond
+/// increment the random part instead of drawing a new one), so ids sort in creation order.
+fn monotonic() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    let mut g = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random one.
+    g.generate().unwrap_or_else(|_| Ulid::new())
+}
+
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
@@ -29,7 +38,7 @@ macro_rules! typed_id {
             /// A fresh id, ordered after every id made earlier in this process.
             #[must_use]
             pub fn new() -> Self {
-                Self(Ulid::new())
+                Self(monotonic())
             }
 
             /// Wraps an existing ULID.
@@ -122,8 +131,9 @@ mod tests {
 
     #[test]
     fn ids_made_later_sort_later() {
-        let a = EventId::new();
-        let b = EventId::new();
-        assert!(a.to_string() < b.to_string() || a.ulid().timestamp_ms() == b.ulid().timestamp_ms());
+        let ids: Vec<String> = (0..10_000).map(|_| EventId::new().to_string()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 }

@@ -47,7 +47,8 @@ fn parse_id<T: FromStr>(s: &str) -> StoreResult<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e| corrupt(format!("stored id is invalid: {e}")))
+    s.parse()
+        .map_err(|e| corrupt(format!("stored id is invalid: {e}")))
 }
 
 fn u32_col(v: i64, what: &str) -> StoreResult<u32> {
@@ -88,8 +89,11 @@ impl EventRow {
     /// Encodes an event (empty extensions are stored as NULL; absent data as NULL, JSON
     /// `null` data as the text `null`).
     pub(crate) fn encode(e: Event) -> StoreResult<Self> {
-        let extensions =
-            if e.extensions.is_empty() { None } else { Some(json_text(&e.extensions)?) };
+        let extensions = if e.extensions.is_empty() {
+            None
+        } else {
+            Some(json_text(&e.extensions)?)
+        };
         let data = e.data.as_ref().map(json_text).transpose()?;
         Ok(Self {
             id: e.id,
@@ -262,7 +266,10 @@ pub(crate) fn delivery_from_row(row: &Row<'_>) -> StoreResult<Delivery> {
         target_index: u32_col(col(row, 5)?, "target index")?,
         status: parse_status(&status)?,
         attempts: u32_col(col(row, 7)?, "attempt count")?,
-        next_at: col::<Option<String>>(row, 8)?.as_deref().map(parse_ts).transpose()?,
+        next_at: col::<Option<String>>(row, 8)?
+            .as_deref()
+            .map(parse_ts)
+            .transpose()?,
         last_error: col(row, 9)?,
         key: col(row, 10)?,
         created_at: parse_ts(&col::<String>(row, 11)?)?,
@@ -291,7 +298,8 @@ pub(crate) fn attempt_from_row(row: &Row<'_>) -> StoreResult<Attempt> {
 
 /// Parses a stored delivery status.
 pub(crate) fn parse_status(s: &str) -> StoreResult<DeliveryStatus> {
-    s.parse().map_err(|e| corrupt(format!("stored delivery status: {e}")))
+    s.parse()
+        .map_err(|e| corrupt(format!("stored delivery status: {e}")))
 }
 
 #[cfg(test)]
@@ -302,9 +310,18 @@ mod tests {
 
     #[test]
     fn timestamps_keep_nanoseconds_and_sort_as_text() {
-        let a = Utc.timestamp_opt(1_700_000_000, 123_456_789).single().unwrap_or_default();
-        let b = Utc.timestamp_opt(1_700_000_000, 123_456_790).single().unwrap_or_default();
-        let c = Utc.timestamp_opt(1_700_000_001, 0).single().unwrap_or_default();
+        let a = Utc
+            .timestamp_opt(1_700_000_000, 123_456_789)
+            .single()
+            .unwrap_or_default();
+        let b = Utc
+            .timestamp_opt(1_700_000_000, 123_456_790)
+            .single()
+            .unwrap_or_default();
+        let c = Utc
+            .timestamp_opt(1_700_000_001, 0)
+            .single()
+            .unwrap_or_default();
         assert_eq!(parse_ts(&ts(&a)).ok(), Some(a));
         assert!(ts(&a) < ts(&b) && ts(&b) < ts(&c));
         assert_eq!(ts(&c), "2023-11-14T22:13:21.000000000Z");

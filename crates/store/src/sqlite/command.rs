@@ -51,9 +51,11 @@ impl Op {
             Self::RecordAttempts(rows) => rows.iter().map(AttemptRow::weight).sum(),
             Self::InsertDeliveries(rows) => rows.iter().map(DeliveryRow::weight).sum(),
             Self::Requeue { tenant, .. } => 100 + tenant.len(),
-            Self::PutCursor { source_id: a, value: b } | Self::PutSetting { name: a, value: b } => {
-                100 + a.len() + b.len()
+            Self::PutCursor {
+                source_id: a,
+                value: b,
             }
+            | Self::PutSetting { name: a, value: b } => 100 + a.len() + b.len(),
         }
     }
 

@@ -27,19 +27,26 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
     configure(&conn)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(from_sqlite)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(from_sqlite)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(unavailable_bare(format!(
             "the database cannot use write-ahead logging (journal mode stays `{mode}`)"
         )));
     }
     // Every commit is fsync'd: an acknowledged append survives a power cut.
-    conn.pragma_update(None, "synchronous", "FULL").map_err(from_sqlite)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(from_sqlite)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(from_sqlite)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(from_sqlite)?;
+    // The background checkpointer copies the WAL into the database file; the writer steps
+    // in (and restarts the WAL) only once it passes 4096 pages, so the file stays bounded.
+    conn.pragma_update(None, "wal_autocheckpoint", 4096)
+        .map_err(from_sqlite)?;
     // Keep the WAL file from staying huge after a burst.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(from_sqlite)?;
-    if std::env::var_os("EXP_NOCKPT").is_some() { conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(from_sqlite)?; }
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(from_sqlite)?;
     Ok(conn)
 }
 
@@ -53,9 +60,11 @@ pub(crate) fn open_reader(path: &Path) -> StoreResult<Connection> {
 
 fn configure(conn: &Connection) -> StoreResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(from_sqlite)?;
-    conn.pragma_update(None, "temp_store", "MEMORY").map_err(from_sqlite)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(from_sqlite)?;
     // 16 MiB of page cache per connection.
-    conn.pragma_update(None, "cache_size", -16 * 1024).map_err(from_sqlite)?;
+    conn.pragma_update(None, "cache_size", -16 * 1024)
+        .map_err(from_sqlite)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
@@ -72,8 +81,14 @@ impl ReaderPool {
     /// A pool of up to `size` (at least one) connections, opened eagerly.
     pub(crate) fn open(path: &Path, size: usize) -> StoreResult<Self> {
         let size = size.max(1);
-        let idle = (0..size).map(|_| open_reader(path)).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Self { path: path.to_owned(), idle: Mutex::new(idle), permits: Semaphore::new(size) })
+        let idle = (0..size)
+            .map(|_| open_reader(path))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Self {
+            path: path.to_owned(),
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(size),
+        })
     }
 
     /// Runs `f` on a pooled connection on the blocking thread pool.
@@ -82,9 +97,16 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| unavailable_bare("the store is closed"))?;
-        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| unavailable_bare("the store is closed"))?;
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let path = self.path.clone();
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let conn = match pooled {
@@ -100,7 +122,10 @@ impl ReaderPool {
         .await
         .map_err(|e| unavailable("a database read did not finish", e))?;
         if let Some(conn) = conn {
-            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+            self.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
         }
         result
     }

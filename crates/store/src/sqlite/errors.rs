@@ -17,12 +17,18 @@ pub(crate) fn unavailable(
     reason: impl Into<String>,
     source: impl Into<Box<dyn Error + Send + Sync>>,
 ) -> StoreError {
-    StoreError::Unavailable { reason: reason.into(), source: Some(source.into()) }
+    StoreError::Unavailable {
+        reason: reason.into(),
+        source: Some(source.into()),
+    }
 }
 
 /// `Unavailable` without an underlying cause (closed store, stopped writer).
 pub(crate) fn unavailable_bare(reason: impl Into<String>) -> StoreError {
-    StoreError::Unavailable { reason: reason.into(), source: None }
+    StoreError::Unavailable {
+        reason: reason.into(),
+        source: None,
+    }
 }
 
 /// The answer for writes once the store is closed or its writer has stopped.
@@ -128,7 +134,10 @@ mod tests {
             rusqlite::ffi::SQLITE_LOCKED,
         ] {
             let err = from_sqlite(failure(code));
-            assert!(matches!(err, StoreError::Unavailable { .. }), "{code}: {err:?}");
+            assert!(
+                matches!(err, StoreError::Unavailable { .. }),
+                "{code}: {err:?}"
+            );
             assert!(dooms_transaction(&err));
             assert!(std::error::Error::source(&err).is_some());
         }

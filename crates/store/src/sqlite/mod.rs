@@ -2,10 +2,12 @@
 //! write in one fsync'd transaction, and a pool of read-only connections for queries.
 //!
 //! Layout: `schema` (migrations), `connection` (opening, pragmas, the reader pool),
-//! `writer` (the group commit), `command` (what is sent to the writer), `write_ops` and
+//! `writer` (the group commit), `command` (what is sent to the writer), `checkpoint`
+//! (copying the WAL into the database file in the background), `write_ops` and
 //! `queries` (the SQL), `codec` (how values are stored), `errors` (mapping failures
 //! without leaking SQL or paths).
 
+mod checkpoint;
 mod codec;
 mod command;
 mod connection;
@@ -22,11 +24,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, TenantId};
 
+use self::checkpoint::Checkpointer;
 use self::codec::{AttemptRow, DeliveryRow, EventRow};
+use self::command::{Op, Waiter};
 use self::connection::{ReaderPool, open_writer};
 use self::errors::unavailable;
 use self::write_ops::AppendItem;
-use self::command::{Op, Waiter};
 use self::writer::WriterHandle;
 use crate::{
     AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page, Store,
@@ -84,7 +87,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("schema_version", &self.schema_version).finish()
+        f.debug_struct("SqliteStore")
+            .field("schema_version", &self.schema_version)
+            .finish()
     }
 }
 
@@ -97,18 +102,28 @@ impl SqliteStore {
     /// newer build wrote the schema, [`StoreError::Corrupt`](crate::StoreError::Corrupt) when
     /// the file is not a usable database.
     pub async fn open(options: SqliteOptions) -> StoreResult<Self> {
-        let SqliteOptions { path, dedupe_window, readers } = options;
-        let (conn, readers, schema_version) = tokio::task::spawn_blocking(move || {
-            let mut conn = open_writer(&path)?;
-            let version = schema::migrate(&mut conn)?;
-            let readers = ReaderPool::open(&path, readers)?;
-            Ok::<_, crate::StoreError>((conn, readers, version))
-        })
-        .await
-        .map_err(|e| unavailable("opening the database did not finish", e))??;
-        let writer = WriterHandle::spawn(conn, dedupe_window)?;
+        let SqliteOptions {
+            path,
+            dedupe_window,
+            readers,
+        } = options;
+        let (conn, checkpointer, readers, schema_version) =
+            tokio::task::spawn_blocking(move || {
+                let mut conn = open_writer(&path)?;
+                let version = schema::migrate(&mut conn)?;
+                let readers = ReaderPool::open(&path, readers)?;
+                let checkpointer = Checkpointer::start(&path)?;
+                Ok::<_, crate::StoreError>((conn, checkpointer, readers, version))
+            })
+            .await
+            .map_err(|e| unavailable("opening the database did not finish", e))??;
+        let writer = WriterHandle::spawn(conn, checkpointer, dedupe_window)?;
         tracing::debug!(schema_version, "sqlite store open");
-        Ok(Self { writer, readers, schema_version })
+        Ok(Self {
+            writer,
+            readers,
+            schema_version,
+        })
     }
 
     /// The schema version of the open database (the newest this build knows).
@@ -155,7 +170,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let rows = records.into_iter().map(AttemptRow::encode).collect();
-        self.writer.submit(Op::RecordAttempts(rows), Waiter::Unit).await
+        self.writer
+            .submit(Op::RecordAttempts(rows), Waiter::Unit)
+            .await
     }
 
     async fn insert_deliveries(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
@@ -164,7 +181,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let rows = deliveries.into_iter().map(DeliveryRow::encode).collect();
-        self.writer.submit(Op::InsertDeliveries(rows), Waiter::Unit).await
+        self.writer
+            .submit(Op::InsertDeliveries(rows), Waiter::Unit)
+            .await
     }
 
     async fn requeue_delivery(
@@ -173,22 +192,30 @@ impl Store for SqliteStore {
         id: DeliveryId,
     ) -> StoreResult<Option<Delivery>> {
         let tenant = tenant.as_str().to_owned();
-        self.writer.submit(Op::Requeue { tenant, id }, Waiter::Requeue).await
+        self.writer
+            .submit(Op::Requeue { tenant, id }, Waiter::Requeue)
+            .await
     }
 
     async fn get_event(&self, tenant: &TenantId, id: EventId) -> StoreResult<Option<Event>> {
         let tenant = tenant.clone();
-        self.readers.run(move |c| queries::get_event(c, tenant.as_str(), id)).await
+        self.readers
+            .run(move |c| queries::get_event(c, tenant.as_str(), id))
+            .await
     }
 
     async fn get_events(&self, ids: &[EventId]) -> StoreResult<Vec<Event>> {
         let ids = ids.to_vec();
-        self.readers.run(move |c| queries::get_events(c, &ids)).await
+        self.readers
+            .run(move |c| queries::get_events(c, &ids))
+            .await
     }
 
     async fn list_events(&self, query: &EventQuery) -> StoreResult<Page<Event>> {
         let query = query.clone();
-        self.readers.run(move |c| queries::list_events(c, &query)).await
+        self.readers
+            .run(move |c| queries::list_events(c, &query))
+            .await
     }
 
     async fn scan_events(
@@ -210,20 +237,28 @@ impl Store for SqliteStore {
         id: DeliveryId,
     ) -> StoreResult<Option<Delivery>> {
         let tenant = tenant.clone();
-        self.readers.run(move |c| queries::get_delivery(c, tenant.as_str(), id)).await
+        self.readers
+            .run(move |c| queries::get_delivery(c, tenant.as_str(), id))
+            .await
     }
 
     async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Page<Delivery>> {
         let query = query.clone();
-        self.readers.run(move |c| queries::list_deliveries(c, &query)).await
+        self.readers
+            .run(move |c| queries::list_deliveries(c, &query))
+            .await
     }
 
     async fn deliveries_for_event(&self, event_id: EventId) -> StoreResult<Vec<Delivery>> {
-        self.readers.run(move |c| queries::deliveries_for_event(c, event_id)).await
+        self.readers
+            .run(move |c| queries::deliveries_for_event(c, event_id))
+            .await
     }
 
     async fn attempts(&self, delivery_id: DeliveryId) -> StoreResult<Vec<Attempt>> {
-        self.readers.run(move |c| queries::attempts(c, delivery_id)).await
+        self.readers
+            .run(move |c| queries::attempts(c, delivery_id))
+            .await
     }
 
     async fn unfinished_deliveries(
@@ -231,7 +266,9 @@ impl Store for SqliteStore {
         after: Option<DeliveryId>,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
-        self.readers.run(move |c| queries::unfinished_deliveries(c, after, limit)).await
+        self.readers
+            .run(move |c| queries::unfinished_deliveries(c, after, limit))
+            .await
     }
 
     async fn delivery_counts(&self) -> StoreResult<Vec<DeliveryCount>> {
@@ -240,25 +277,35 @@ impl Store for SqliteStore {
 
     async fn get_cursor(&self, source_id: &str) -> StoreResult<Option<String>> {
         let source_id = source_id.to_owned();
-        self.readers.run(move |c| queries::get_cursor(c, &source_id)).await
+        self.readers
+            .run(move |c| queries::get_cursor(c, &source_id))
+            .await
     }
 
     async fn put_cursor(&self, source_id: &str, value: &str) -> StoreResult<()> {
         let (source_id, value) = (source_id.to_owned(), value.to_owned());
-        self.writer.submit(Op::PutCursor { source_id, value }, Waiter::Unit).await
+        self.writer
+            .submit(Op::PutCursor { source_id, value }, Waiter::Unit)
+            .await
     }
 
     async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
         let name = name.to_owned();
-        self.readers.run(move |c| queries::get_setting(c, &name)).await
+        self.readers
+            .run(move |c| queries::get_setting(c, &name))
+            .await
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
         let (name, value) = (name.to_owned(), value.to_owned());
-        self.writer.submit(Op::PutSetting { name, value }, Waiter::Unit).await
+        self.writer
+            .submit(Op::PutSetting { name, value }, Waiter::Unit)
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        // Ready means able to take writes: a closed writer is not ready.
+        self.writer.ensure_open()?;
         self.readers.run(queries::ping).await
     }
 

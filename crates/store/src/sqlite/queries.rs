@@ -27,7 +27,9 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 fn parse_cursor<T: FromStr>(cursor: &str) -> StoreResult<T> {
-    cursor.parse().map_err(|_| StoreError::Invalid("invalid page cursor".to_owned()))
+    cursor
+        .parse()
+        .map_err(|_| StoreError::Invalid("invalid page cursor".to_owned()))
 }
 
 fn collect<T>(
@@ -57,7 +59,11 @@ fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Pa
 }
 
 /// One event of a tenant.
-pub(crate) fn get_event(conn: &Connection, tenant: &str, id: EventId) -> StoreResult<Option<Event>> {
+pub(crate) fn get_event(
+    conn: &Connection,
+    tenant: &str,
+    id: EventId,
+) -> StoreResult<Option<Event>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND tenant = ?2");
     Ok(collect(conn, &sql, params![id.to_string(), tenant], event_from_row)?.pop())
 }
@@ -121,9 +127,14 @@ pub(crate) fn scan_events(
                 "SELECT id FROM events WHERE tenant = ?1 AND received_at >= ?2
                  ORDER BY received_at, id LIMIT 1",
             )
-            .and_then(|mut s| s.query_row(params![tenant, ts(&since)], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row(params![tenant, ts(&since)], |r| r.get(0))
+                    .optional()
+            })
             .map_err(from_sqlite)?;
-        let Some(start) = start else { return Ok(Vec::new()) };
+        let Some(start) = start else {
+            return Ok(Vec::new());
+        };
         // Whichever bound is later wins.
         if from.as_ref().is_none_or(|(after, _)| start > *after) {
             from = Some((start, true));
@@ -149,7 +160,13 @@ pub(crate) fn get_delivery(
     id: DeliveryId,
 ) -> StoreResult<Option<Delivery>> {
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND tenant = ?2");
-    Ok(collect(conn, &sql, params![id.to_string(), tenant], delivery_from_row)?.pop())
+    Ok(collect(
+        conn,
+        &sql,
+        params![id.to_string(), tenant],
+        delivery_from_row,
+    )?
+    .pop())
 }
 
 /// A page of a tenant's deliveries, newest first.
@@ -187,9 +204,11 @@ pub(crate) fn list_deliveries(conn: &Connection, q: &DeliveryQuery) -> StoreResu
 }
 
 /// The deliveries of one event, in id order.
-pub(crate) fn deliveries_for_event(conn: &Connection, event: EventId) -> StoreResult<Vec<Delivery>> {
-    let sql =
-        format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY id");
+pub(crate) fn deliveries_for_event(
+    conn: &Connection,
+    event: EventId,
+) -> StoreResult<Vec<Delivery>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY id");
     collect(conn, &sql, [event.to_string()], delivery_from_row)
 }
 
@@ -212,7 +231,12 @@ pub(crate) fn unfinished_deliveries(
          WHERE status IN ('pending', 'retrying') AND id > ?1 ORDER BY id LIMIT ?2"
     );
     let after = after.map(|id| id.to_string()).unwrap_or_default();
-    collect(conn, &sql, params![after, sql_limit(clamp_limit(limit))], delivery_from_row)
+    collect(
+        conn,
+        &sql,
+        params![after, sql_limit(clamp_limit(limit))],
+        delivery_from_row,
+    )
 }
 
 /// Deliveries per destination and status.
@@ -236,7 +260,11 @@ pub(crate) fn delivery_counts(conn: &Connection) -> StoreResult<Vec<DeliveryCoun
 
 /// A source's checkpoint.
 pub(crate) fn get_cursor(conn: &Connection, source_id: &str) -> StoreResult<Option<String>> {
-    single_text(conn, "SELECT value FROM cursors WHERE source_id = ?1", source_id)
+    single_text(
+        conn,
+        "SELECT value FROM cursors WHERE source_id = ?1",
+        source_id,
+    )
 }
 
 /// A setting.
@@ -253,4 +281,86 @@ fn single_text(conn: &Connection, sql: &str, key: &str) -> StoreResult<Option<St
 /// Reads the schema version: proves the file is there and readable.
 pub(crate) fn ping(conn: &Connection) -> StoreResult<()> {
     super::schema::current_version(conn).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str, args: usize) -> String {
+        let params = vec![Value::Text("x".to_owned()); args];
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let mut rows = stmt.query(params_from_iter(params)).expect("query");
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().expect("row") {
+            out.push(row.get::<_, String>(3).expect("detail"));
+        }
+        out.join("; ")
+    }
+
+    #[test]
+    fn common_queries_use_their_indexes() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        let cases = [
+            (
+                "SELECT id FROM events WHERE tenant = ? AND id < ? ORDER BY id DESC LIMIT 5",
+                2,
+                "events_tenant_id",
+            ),
+            (
+                "SELECT id FROM events WHERE tenant = ? AND type = ? AND +received_at >= ? ORDER BY id DESC LIMIT 5",
+                3,
+                "events_tenant_type_id",
+            ),
+            (
+                "SELECT id FROM events WHERE tenant = ? AND source_id = ? ORDER BY id DESC LIMIT 5",
+                2,
+                "events_tenant_source_id",
+            ),
+            (
+                "SELECT id FROM events WHERE tenant = ? AND received_at >= ? ORDER BY received_at, id LIMIT 1",
+                2,
+                "events_tenant_received",
+            ),
+            (
+                "SELECT id FROM deliveries WHERE tenant = ? ORDER BY id DESC LIMIT 5",
+                1,
+                "deliveries_tenant_id",
+            ),
+            (
+                "SELECT id FROM deliveries WHERE tenant = ? AND status = ? AND route_id = ? ORDER BY id DESC LIMIT 5",
+                3,
+                "deliveries_tenant_status_id",
+            ),
+            (
+                "SELECT id FROM deliveries WHERE +tenant = ? AND +status = ? AND event_id = ? ORDER BY id DESC LIMIT 5",
+                3,
+                "deliveries_event_id",
+            ),
+            (
+                "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying') AND id > ? ORDER BY id LIMIT 5",
+                1,
+                "deliveries_unfinished",
+            ),
+            (
+                "SELECT destination_id, status, COUNT(*) FROM deliveries GROUP BY destination_id, status ORDER BY destination_id, status",
+                0,
+                "deliveries_destination_status",
+            ),
+            (
+                "SELECT id FROM attempts WHERE delivery_id = ? ORDER BY started_at, id",
+                1,
+                "attempts_delivery_id",
+            ),
+        ];
+        for (sql, args, index) in cases {
+            let plan = plan(&conn, sql, args);
+            assert!(plan.contains(index), "{sql}\n  uses: {plan}");
+            let sorts_everything = plan.contains("TEMP B-TREE") && !sql.contains("started_at");
+            assert!(!sorts_everything, "{sql}\n  sorts: {plan}");
+        }
+    }
 }

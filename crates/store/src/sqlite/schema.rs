@@ -61,7 +61,7 @@ CREATE TABLE deliveries (
 ) STRICT;
 CREATE INDEX deliveries_tenant_id ON deliveries (tenant, id);
 CREATE INDEX deliveries_tenant_status_id ON deliveries (tenant, status, id);
-CREATE INDEX deliveries_event_id ON deliveries (event_id);
+CREATE INDEX deliveries_event_id ON deliveries (event_id, id);
 CREATE INDEX deliveries_unfinished ON deliveries (id) WHERE status IN ('pending', 'retrying');
 CREATE INDEX deliveries_destination_status ON deliveries (destination_id, status);
 
@@ -98,7 +98,9 @@ pub(crate) fn latest_version() -> i64 {
 /// Applies every missing migration in one transaction and returns the resulting version.
 /// A database from a newer build is refused with [`StoreError::TooNew`] and left untouched.
 pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(from_sqlite)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(from_sqlite)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version    INTEGER PRIMARY KEY NOT NULL,
@@ -107,7 +109,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
     )
     .map_err(from_sqlite)?;
     let found: i64 = tx
-        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(from_sqlite)?
         .flatten()
@@ -117,7 +121,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
         return Err(StoreError::TooNew { found, supported });
     }
     let now = ts(&Utc::now());
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
         tx.execute_batch(sql).map_err(from_sqlite)?;
         tx.execute(
@@ -133,8 +141,12 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
 
 /// The schema version recorded in an open database (0 for an empty one).
 pub(crate) fn current_version(conn: &Connection) -> StoreResult<i64> {
-    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
-        .map_err(from_sqlite)
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(from_sqlite)
 }
 
 #[cfg(test)]

@@ -21,7 +21,11 @@ impl AppendItem {
     pub(crate) fn weight(&self) -> usize {
         self.event.weight()
             + self.dedupe_key.len()
-            + self.deliveries.iter().map(DeliveryRow::weight).sum::<usize>()
+            + self
+                .deliveries
+                .iter()
+                .map(DeliveryRow::weight)
+                .sum::<usize>()
     }
 }
 
@@ -163,7 +167,14 @@ pub(crate) fn record_attempts(
         .map_err(from_sqlite)?;
     for a in rows {
         let changed = update
-            .execute(params![a.delivery_id, a.status, a.attempts, a.next_at, a.last_error, clock.now])
+            .execute(params![
+                a.delivery_id,
+                a.status,
+                a.attempts,
+                a.next_at,
+                a.last_error,
+                clock.now
+            ])
             .map_err(from_sqlite)?;
         if changed == 0 {
             return Err(StoreError::Invalid(format!(
@@ -199,7 +210,9 @@ pub(crate) fn requeue_delivery(
          WHERE id = ?1 AND tenant = ?2 RETURNING {DELIVERY_COLUMNS}"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(from_sqlite)?;
-    let mut rows = stmt.query(params![id.to_string(), tenant, clock.now]).map_err(from_sqlite)?;
+    let mut rows = stmt
+        .query(params![id.to_string(), tenant, clock.now])
+        .map_err(from_sqlite)?;
     let found = match rows.next().map_err(from_sqlite)? {
         Some(row) => Some(delivery_from_row(row)?),
         None => None,

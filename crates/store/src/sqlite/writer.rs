@@ -17,6 +17,7 @@ use estafeta_core::metric_names::{STORE_BATCH_SIZE, STORE_COMMIT_DURATION};
 use rusqlite::Connection;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::codec::{micros, ts};
 use super::command::{Answer, Command, Op, Reply, Waiter};
 use super::errors::{
@@ -48,13 +49,23 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Starts the writer thread, which owns `conn` from now on.
-    pub(crate) fn spawn(conn: Connection, dedupe_window: Duration) -> StoreResult<Self> {
+    /// Starts the writer thread, which owns `conn` and `checkpointer` from now on.
+    pub(crate) fn spawn(
+        conn: Connection,
+        checkpointer: Checkpointer,
+        dedupe_window: Duration,
+    ) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let window_us = i64::try_from(dedupe_window.as_micros()).unwrap_or(i64::MAX);
-        let writer = Writer { conn, window_us, last_prune: None, backlog: false };
+        let writer = Writer {
+            conn,
+            checkpointer,
+            window_us,
+            last_prune: None,
+            backlog: false,
+        };
         let thread = std::thread::Builder::new()
-            .name("estafeta-store-writer".to_owned())
+            .name("estafeta-writer".to_owned())
             .spawn(move || writer.run(rx))
             .map_err(|e| unavailable("cannot start the store writer thread", e))?;
         Ok(Self {
@@ -66,7 +77,11 @@ impl WriterHandle {
 
     /// Fails with `Unavailable` once the store is closed.
     pub(crate) fn ensure_open(&self) -> StoreResult<()> {
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) { Err(closed()) } else { Ok(()) }
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(closed())
+        } else {
+            Ok(())
+        }
     }
 
     /// Queues `op` and waits until it is durable (or failed). `waiter` picks the kind of
@@ -78,14 +93,23 @@ impl WriterHandle {
     ) -> StoreResult<T> {
         self.ensure_open()?;
         let (reply, answer) = oneshot::channel();
-        let command = Command { op, waiter: waiter(reply) };
-        self.tx.send(Message::Write(command)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| unavailable_bare("the store writer stopped"))?
+        let command = Command {
+            op,
+            waiter: waiter(reply),
+        };
+        self.tx
+            .send(Message::Write(command))
+            .await
+            .map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| unavailable_bare("the store writer stopped"))?
     }
 
     /// Refuses new writes, lets the writer finish what is queued and waits for its thread.
     pub(crate) async fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut thread = self.thread.lock().await;
         let Some(handle) = thread.take() else { return };
         // Fails only when the writer is already gone, which is what we want anyway.
@@ -114,6 +138,7 @@ impl From<StoreError> for Failure {
 
 struct Writer {
     conn: Connection,
+    checkpointer: Checkpointer,
     window_us: i64,
     last_prune: Option<Instant>,
     backlog: bool,
@@ -147,6 +172,7 @@ impl Writer {
                 rx.close();
             }
         }
+        self.checkpointer.stop();
     }
 
     /// Runs one batch in one transaction and answers every command.
@@ -155,8 +181,11 @@ impl Writer {
         let size = batch.len();
         let now = Utc::now();
         let now_us = micros(&now);
-        let clock =
-            Clock { now: ts(&now), now_us, dedupe_cutoff_us: now_us.saturating_sub(self.window_us) };
+        let clock = Clock {
+            now: ts(&now),
+            now_us,
+            dedupe_cutoff_us: now_us.saturating_sub(self.window_us),
+        };
         let (ops, waiters): (Vec<Op>, Vec<Waiter>) =
             batch.into_iter().map(|c| (c.op, c.waiter)).unzip();
         let mut result = self.transaction(&ops, &clock, false);
@@ -171,6 +200,7 @@ impl Writer {
                 for (waiter, answer) in waiters.into_iter().zip(answers) {
                     waiter.send(answer);
                 }
+                self.checkpointer.kick();
             }
             Err(failure) => {
                 self.rollback();
@@ -227,10 +257,10 @@ impl Writer {
     }
 
     fn rollback(&self) {
-        if !self.conn.is_autocommit() {
-            if let Err(err) = exec(&self.conn, "ROLLBACK") {
-                tracing::warn!(error = %err, "cannot roll back a store transaction");
-            }
+        if !self.conn.is_autocommit()
+            && let Err(err) = exec(&self.conn, "ROLLBACK")
+        {
+            tracing::warn!(error = %err, "cannot roll back a store transaction");
         }
     }
 
@@ -268,5 +298,176 @@ impl Writer {
 
 /// Runs a transaction-control statement (prepared once, reused).
 fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
-    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(from_sqlite)
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(from_sqlite)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use estafeta_core::{Event, EventId, TenantId};
+    use tokio::sync::oneshot::Receiver;
+
+    use super::super::codec::EventRow;
+    use super::super::connection::open_writer;
+    use super::super::schema::migrate;
+    use super::super::write_ops::AppendItem;
+    use super::*;
+    use crate::{AppendOutcome, StoreError};
+
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let path = dir.path().join("w.db");
+        let mut conn = open_writer(&path).expect("open");
+        migrate(&mut conn).expect("migrate");
+        let checkpointer = Checkpointer::start(&path).expect("checkpointer");
+        Writer {
+            conn,
+            checkpointer,
+            window_us: 60_000_000,
+            last_prune: None,
+            backlog: false,
+        }
+    }
+
+    fn event(id: EventId) -> Event {
+        Event {
+            id,
+            tenant: TenantId::default(),
+            source_id: "http".to_owned(),
+            ce_id: id.to_string(),
+            ce_source: "test".to_owned(),
+            ty: "t".to_owned(),
+            subject: None,
+            time: Utc::now(),
+            datacontenttype: None,
+            dataschema: None,
+            key: None,
+            extensions: serde_json::Map::new(),
+            data: None,
+            data_is_base64: false,
+            received_at: Utc::now(),
+        }
+    }
+
+    type Outcomes = Receiver<StoreResult<Vec<AppendOutcome>>>;
+
+    fn append(id: EventId, key: &str) -> (Command, Outcomes) {
+        let (reply, rx) = oneshot::channel();
+        let item = AppendItem {
+            event: EventRow::encode(event(id)).expect("encode"),
+            dedupe_key: key.to_owned(),
+            deliveries: Vec::new(),
+        };
+        (
+            Command {
+                op: Op::Append(vec![item]),
+                waiter: Waiter::Append(reply),
+            },
+            rx,
+        )
+    }
+
+    fn setting(name: &str) -> (Command, Receiver<StoreResult<()>>) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::PutSetting {
+            name: name.to_owned(),
+            value: "v".to_owned(),
+        };
+        (
+            Command {
+                op,
+                waiter: Waiter::Unit(reply),
+            },
+            rx,
+        )
+    }
+
+    fn count(w: &Writer, sql: &str) -> i64 {
+        w.conn.query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+
+    #[test]
+    fn a_failing_command_does_not_poison_its_batch() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir);
+        let taken = EventId::new();
+        let (seed, _) = append(taken, "seed");
+        w.commit(vec![seed]);
+
+        let first = EventId::new();
+        let (c1, mut r1) = append(first, "a");
+        let (c2, mut r2) = append(taken, "b"); // the id exists: this command fails
+        let (c3, mut r3) = setting("s");
+        let (c4, mut r4) = append(EventId::new(), "a"); // duplicate of c1's key
+        w.commit(vec![c1, c2, c3, c4]);
+
+        assert_eq!(
+            r1.try_recv().expect("answer").ok(),
+            Some(vec![AppendOutcome::Inserted(first)])
+        );
+        assert!(matches!(
+            r2.try_recv().expect("answer"),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(r3.try_recv().expect("answer").is_ok());
+        assert_eq!(
+            r4.try_recv().expect("answer").ok(),
+            Some(vec![AppendOutcome::Duplicate(first)])
+        );
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM events"), 2);
+        assert_eq!(
+            count(&w, "SELECT COUNT(*) FROM dedupe WHERE dedupe_key = 'b'"),
+            0
+        );
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM settings"), 1);
+        assert!(w.conn.is_autocommit());
+    }
+
+    #[test]
+    fn a_lost_transaction_fails_every_command_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir);
+        w.conn
+            .pragma_update(None, "query_only", true)
+            .expect("query_only");
+        let (c1, mut r1) = append(EventId::new(), "a");
+        let (c2, mut r2) = setting("s");
+        w.commit(vec![c1, c2]);
+        for err in [
+            r1.try_recv().expect("answer").err(),
+            r2.try_recv().expect("answer").err(),
+        ] {
+            assert!(
+                matches!(err, Some(StoreError::Unavailable { .. })),
+                "{err:?}"
+            );
+        }
+        w.conn
+            .pragma_update(None, "query_only", false)
+            .expect("writable again");
+        assert!(w.conn.is_autocommit());
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM events"), 0);
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM settings"), 0);
+        let (c3, mut r3) = setting("later");
+        w.commit(vec![c3]);
+        assert!(r3.try_recv().expect("answer").is_ok());
+    }
+
+    #[test]
+    fn expired_dedupe_rows_are_pruned_in_chunks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut w = writer(&dir);
+        w.window_us = 0;
+        let batch: Vec<Command> = (0..5)
+            .map(|i| append(EventId::new(), &format!("k{i}")).0)
+            .collect();
+        w.commit(batch);
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM dedupe"), 5);
+        w.last_prune = None;
+        let (c, _) = setting("tick");
+        w.commit(vec![c]);
+        assert_eq!(count(&w, "SELECT COUNT(*) FROM dedupe"), 0);
+    }
 }

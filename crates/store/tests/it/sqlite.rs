@@ -28,29 +28,75 @@ fn full_message(err: &StoreError) -> String {
 #[tokio::test]
 async fn data_survives_close_and_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir))).await.expect("open");
-    assert_eq!(store.schema_version(), SqliteStore::supported_schema_version());
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("open");
+    assert_eq!(
+        store.schema_version(),
+        SqliteStore::supported_schema_version()
+    );
     let events: Vec<_> = (0..50).map(|_| simple("acme")).collect();
-    let originals: Vec<_> = events.iter().map(|e| (e.event.clone(), e.deliveries.clone())).collect();
+    let originals: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.clone(), e.deliveries.clone()))
+        .collect();
     store.append(events).await.expect("append");
-    store.put_setting("admin_token_hash", "h").await.expect("setting");
+    store
+        .put_setting("admin_token_hash", "h")
+        .await
+        .expect("setting");
     store.put_cursor("pg", "0/1").await.expect("cursor");
     store.close().await;
     drop(store);
 
-    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir))).await.expect("reopen");
-    assert_eq!(store.schema_version(), SqliteStore::supported_schema_version());
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("reopen");
+    assert_eq!(
+        store.schema_version(),
+        SqliteStore::supported_schema_version()
+    );
     for (event, deliveries) in &originals {
-        assert_eq!(store.get_event(&event.tenant, event.id).await.expect("get").as_ref(), Some(event));
-        assert_eq!(&store.deliveries_for_event(event.id).await.expect("deliveries"), deliveries);
+        assert_eq!(
+            store
+                .get_event(&event.tenant, event.id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(event)
+        );
+        assert_eq!(
+            &store
+                .deliveries_for_event(event.id)
+                .await
+                .expect("deliveries"),
+            deliveries
+        );
     }
-    assert_eq!(store.get_setting("admin_token_hash").await.expect("get").as_deref(), Some("h"));
-    assert_eq!(store.get_cursor("pg").await.expect("get").as_deref(), Some("0/1"));
+    assert_eq!(
+        store
+            .get_setting("admin_token_hash")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("h")
+    );
+    assert_eq!(
+        store.get_cursor("pg").await.expect("get").as_deref(),
+        Some("0/1")
+    );
     // Dedupe state survives too.
-    let again = new_event(originals[0].0.clone(), &format!("k-{}", originals[0].0.id), vec![]);
+    let again = new_event(
+        originals[0].0.clone(),
+        &format!("k-{}", originals[0].0.id),
+        vec![],
+    );
     let mut again = again;
     again.event.id = estafeta_core::EventId::new();
-    let out = store.append(vec![again]).await.expect("append after reopen");
+    let out = store
+        .append(vec![again])
+        .await
+        .expect("append after reopen");
     assert_eq!(out, vec![AppendOutcome::Duplicate(originals[0].0.id)]);
     store.close().await;
 }
@@ -58,20 +104,32 @@ async fn data_survives_close_and_reopen() {
 #[tokio::test]
 async fn acknowledged_appends_survive_a_drop_without_close() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir))).await.expect("open");
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("open");
     let e = simple("acme");
     let id = e.event.id;
     store.append(vec![e]).await.expect("append");
     drop(store);
-    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir))).await.expect("reopen");
-    assert!(store.get_event(&TenantId::new("acme"), id).await.expect("get").is_some());
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("reopen");
+    assert!(
+        store
+            .get_event(&TenantId::new("acme"), id)
+            .await
+            .expect("get")
+            .is_some()
+    );
     store.close().await;
 }
 
 #[tokio::test]
 async fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir))).await.expect("open");
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("open");
     store.close().await;
     drop(store);
     let supported = SqliteStore::supported_schema_version();
@@ -83,7 +141,10 @@ async fn newer_schema_is_refused() {
     .expect("future version");
     drop(conn);
     match SqliteStore::open(SqliteOptions::new(db_path(&dir))).await {
-        Err(StoreError::TooNew { found, supported: s }) => {
+        Err(StoreError::TooNew {
+            found,
+            supported: s,
+        }) => {
             assert_eq!((found, s), (supported + 1, supported));
         }
         other => panic!("expected TooNew, got {other:?}"),
@@ -99,16 +160,23 @@ async fn uncreatable_location_is_unavailable_without_paths() {
 
     // A parent that is a file cannot become a folder, whoever we run as.
     let path = blocker.join("sub").join("estafeta.db");
-    let err = SqliteStore::open(SqliteOptions::new(&path)).await.expect_err("must fail");
+    let err = SqliteStore::open(SqliteOptions::new(&path))
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let text = full_message(&err);
     assert!(!text.contains(&dir_text), "message leaks the path: {text}");
     assert!(text.contains("data directory"), "{text}");
 
     // A folder where the database file should be cannot be opened as one.
-    let err = SqliteStore::open(SqliteOptions::new(dir.path())).await.expect_err("must fail");
+    let err = SqliteStore::open(SqliteOptions::new(dir.path()))
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-    assert!(!err.to_string().contains(&dir_text), "message leaks the path: {err}");
+    assert!(
+        !err.to_string().contains(&dir_text),
+        "message leaks the path: {err}"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +184,9 @@ async fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("estafeta.db");
     std::fs::write(&path, vec![b'x'; 8192]).expect("write junk");
-    let err = SqliteStore::open(SqliteOptions::new(&path)).await.expect_err("must fail");
+    let err = SqliteStore::open(SqliteOptions::new(&path))
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
@@ -129,7 +199,8 @@ async fn expired_dedupe_entries_are_pruned() {
     store.append(batch).await.expect("append");
     let raw = Connection::open(db_path(&dir)).expect("raw open");
     let count = || -> i64 {
-        raw.query_row("SELECT COUNT(*) FROM dedupe", [], |r| r.get(0)).expect("count")
+        raw.query_row("SELECT COUNT(*) FROM dedupe", [], |r| r.get(0))
+            .expect("count")
     };
     assert!(count() >= 20);
     // The writer prunes about once a second, during a later write.
@@ -139,7 +210,10 @@ async fn expired_dedupe_entries_are_pruned() {
         if count() == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "expired dedupe entries were never pruned");
+        assert!(
+            Instant::now() < deadline,
+            "expired dedupe entries were never pruned"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     store.close().await;
@@ -152,9 +226,12 @@ async fn options_have_sensible_defaults() {
     assert_eq!(options.dedupe_window, Duration::from_secs(24 * 3600));
     let options = options.with_readers(0);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteOptions { path: db_path(&dir), ..options })
-        .await
-        .expect("open with zero readers still gets one");
+    let store = SqliteStore::open(SqliteOptions {
+        path: db_path(&dir),
+        ..options
+    })
+    .await
+    .expect("open with zero readers still gets one");
     store.ping().await.expect("ping");
     store.close().await;
 }

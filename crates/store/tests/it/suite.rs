@@ -15,7 +15,9 @@ use ulid::Ulid;
 
 /// A fixed instant with a non-zero nanosecond part, so lost precision shows.
 pub(crate) fn base_time() -> DateTime<Utc> {
-    Utc.timestamp_opt(1_767_225_600, 123_456_789).single().unwrap_or_default()
+    Utc.timestamp_opt(1_767_225_600, 123_456_789)
+        .single()
+        .unwrap_or_default()
 }
 
 /// Ids made in strictly increasing order (plain `new()` is random within a millisecond).
@@ -85,7 +87,11 @@ pub(crate) fn delivery(
 
 /// An event to append with its dedupe key and deliveries.
 pub(crate) fn new_event(event: Event, dedupe_key: &str, deliveries: Vec<Delivery>) -> NewEvent {
-    NewEvent { event, dedupe_key: dedupe_key.to_owned(), deliveries }
+    NewEvent {
+        event,
+        dedupe_key: dedupe_key.to_owned(),
+        deliveries,
+    }
 }
 
 /// An event with one pending delivery to `dest` and a unique dedupe key.

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use estafeta_core::DeliveryStatus;
 use estafeta_core::metric_names::{STORE_BATCH_SIZE, STORE_COMMIT_DURATION};
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use estafeta_store::{NewEvent, SqliteOptions, SqliteStore, Store};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use serde_json::json;
 
 use crate::suite::{delivery, event, new_event};
@@ -104,43 +104,55 @@ fn take_stats() -> String {
     )
 }
 
-/// CPU seconds used so far by the store's writer thread(s) and by the whole process
-/// (Linux only; zero elsewhere). Assumes 100 clock ticks per second.
-fn cpu_seconds() -> (f64, f64) {
+/// CPU seconds used so far by the store's writer thread, its checkpoint thread and the
+/// whole process (Linux only; zero elsewhere). Assumes 100 clock ticks per second.
+fn cpu_seconds() -> [f64; 3] {
     let ticks = |stat: &str| -> f64 {
         // Fields after the command name: state is field 3; utime and stime are 14 and 15.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let n = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (n(14) + n(15)) / 100.0
     };
     let process = std::fs::read_to_string("/proc/self/stat").map_or(0.0, |s| ticks(&s));
-    let mut writer = 0.0;
+    let (mut writer, mut checkpoint) = (0.0, 0.0);
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() == "estafeta-store-" {
-                writer += std::fs::read_to_string(task.path().join("stat")).map_or(0.0, |s| ticks(&s));
+            let cpu =
+                || std::fs::read_to_string(task.path().join("stat")).map_or(0.0, |s| ticks(&s));
+            match comm.trim() {
+                "estafeta-writer" => writer += cpu(),
+                "estafeta-ckpt" => checkpoint += cpu(),
+                _ => {}
             }
         }
     }
-    (writer, process)
+    [writer, checkpoint, process]
 }
 
 async fn run(per_call: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("tp.db"))).await.expect("open"));
-    let calls_per_task = TOTAL / TASKS / per_call;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(SqliteOptions::new(dir.path().join("tp.db")))
+            .await
+            .expect("open"),
+    );
+    let calls = TOTAL / per_call;
     take_stats();
-    let (_, process_before) = cpu_seconds();
+    let [_, _, process_before] = cpu_seconds();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
-            for c in 0..calls_per_task {
-                let batch = (0..per_call).map(|i| sample((t * calls_per_task + c) * per_call + i)).collect();
+            // Task t makes calls t, t + TASKS, t + 2 * TASKS, …: `calls` in all.
+            for call in (t..calls).step_by(TASKS) {
+                let batch = (0..per_call).map(|i| sample(call * per_call + i)).collect();
                 store.append(batch).await.expect("append");
             }
         });
@@ -149,17 +161,22 @@ async fn run(per_call: usize) -> f64 {
         joined.expect("task");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let events = (calls_per_task * per_call * TASKS) as f64;
-    let (writer_cpu, process_after) = cpu_seconds();
+    let events = (calls * per_call) as f64;
+    let [writer_cpu, checkpoint_cpu, process_after] = cpu_seconds();
+    let mib = |name: &str| {
+        std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len()) / (1024 * 1024)
+    };
+    let wal = mib("tp.db-wal");
     store.close().await;
-    let size = std::fs::metadata(dir.path().join("tp.db")).map(|m| m.len()).unwrap_or(0);
     println!(
         "{per_call:>3} event(s) per call: {events} events in {elapsed:.2} s = {:.0} events/s \
-         (db {} MiB; {}; CPU per event: writer {:.1} µs, process {:.1} µs)",
+         (db {} MiB, WAL {wal} MiB; {}; CPU per event: writer {:.1} µs, checkpoints {:.1} µs, \
+         process {:.1} µs)",
         events / elapsed,
-        size / (1024 * 1024),
+        mib("tp.db"),
         take_stats(),
         writer_cpu / events * 1e6,
+        checkpoint_cpu / events * 1e6,
         (process_after - process_before) / events * 1e6,
     );
     events / elapsed

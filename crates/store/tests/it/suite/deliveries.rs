@@ -62,33 +62,79 @@ fn newest_first(all: &[Delivery], keep: impl Fn(&Delivery) -> bool) -> Vec<Deliv
 /// Deliveries stored with their events round-trip and list with every filter, in pages
 /// without gaps or repeats.
 pub(crate) async fn deliveries_list_filter_and_page(store: Arc<dyn Store>) {
-    let statuses = [DeliveryStatus::Pending, DeliveryStatus::Dead, DeliveryStatus::Delivered];
+    let statuses = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Dead,
+        DeliveryStatus::Delivered,
+    ];
     let all = seed(store.as_ref(), "acme", 20, &statuses).await;
     seed(store.as_ref(), "globex", 3, &statuses).await;
     let tenant = TenantId::new("acme");
     for d in &all {
-        assert_eq!(store.get_delivery(&tenant, d.id).await.expect("get").as_ref(), Some(d));
+        assert_eq!(
+            store
+                .get_delivery(&tenant, d.id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(d)
+        );
     }
-    let q = DeliveryQuery { tenant: tenant.clone(), limit: 7, ..DeliveryQuery::default() };
-    assert_eq!(list_all(store.as_ref(), q.clone()).await, newest_first(&all, |_| true));
+    let q = DeliveryQuery {
+        tenant: tenant.clone(),
+        limit: 7,
+        ..DeliveryQuery::default()
+    };
+    assert_eq!(
+        list_all(store.as_ref(), q.clone()).await,
+        newest_first(&all, |_| true)
+    );
 
-    let dead = DeliveryQuery { status: Some(DeliveryStatus::Dead), limit: 3, ..q.clone() };
+    let dead = DeliveryQuery {
+        status: Some(DeliveryStatus::Dead),
+        limit: 3,
+        ..q.clone()
+    };
     let want = newest_first(&all, |d| d.status == DeliveryStatus::Dead);
     assert!(!want.is_empty());
     assert_eq!(list_all(store.as_ref(), dead).await, want);
 
-    let route = DeliveryQuery { route_id: Some("r2".to_owned()), ..q.clone() };
-    assert_eq!(list_all(store.as_ref(), route).await, newest_first(&all, |d| d.route_id == "r2"));
+    let route = DeliveryQuery {
+        route_id: Some("r2".to_owned()),
+        ..q.clone()
+    };
+    assert_eq!(
+        list_all(store.as_ref(), route).await,
+        newest_first(&all, |d| d.route_id == "r2")
+    );
 
-    let dest = DeliveryQuery { destination_id: Some("d1".to_owned()), limit: 50, ..q.clone() };
+    let dest = DeliveryQuery {
+        destination_id: Some("d1".to_owned()),
+        limit: 50,
+        ..q.clone()
+    };
     let want = newest_first(&all, |d| d.destination_id == "d1");
     assert_eq!(list_all(store.as_ref(), dest).await, want);
 
     let event_id = all[6].event_id;
-    let by_event = DeliveryQuery { event_id: Some(event_id), limit: 1, ..q.clone() };
-    assert_eq!(list_all(store.as_ref(), by_event).await, newest_first(&all, |d| d.event_id == event_id));
-    let for_event = store.deliveries_for_event(event_id).await.expect("for event");
-    let mut want: Vec<Delivery> = all.iter().filter(|d| d.event_id == event_id).cloned().collect();
+    let by_event = DeliveryQuery {
+        event_id: Some(event_id),
+        limit: 1,
+        ..q.clone()
+    };
+    assert_eq!(
+        list_all(store.as_ref(), by_event).await,
+        newest_first(&all, |d| d.event_id == event_id)
+    );
+    let for_event = store
+        .deliveries_for_event(event_id)
+        .await
+        .expect("for event");
+    let mut want: Vec<Delivery> = all
+        .iter()
+        .filter(|d| d.event_id == event_id)
+        .cloned()
+        .collect();
     want.sort_by_key(|d| d.id.to_string());
     assert_eq!(for_event, want);
 
@@ -99,17 +145,33 @@ pub(crate) async fn deliveries_list_filter_and_page(store: Arc<dyn Store>) {
         limit: 2,
         ..q.clone()
     };
-    let want = newest_first(&all, |d| d.status == DeliveryStatus::Pending && d.destination_id == "d2");
+    let want = newest_first(&all, |d| {
+        d.status == DeliveryStatus::Pending && d.destination_id == "d2"
+    });
     assert_eq!(list_all(store.as_ref(), combined).await, want);
 
     for bad in ["evt_01ARZ3NDEKTSV4RRFFQ69G5FAV", "zzz"] {
-        let r = store.list_deliveries(&DeliveryQuery { cursor: Some(bad.to_owned()), ..q.clone() }).await;
+        let r = store
+            .list_deliveries(&DeliveryQuery {
+                cursor: Some(bad.to_owned()),
+                ..q.clone()
+            })
+            .await;
         assert!(is_invalid(&r), "cursor {bad:?} gave {r:?}");
     }
 
-    let other = DeliveryQuery { tenant: TenantId::new("nobody"), ..q.clone() };
+    let other = DeliveryQuery {
+        tenant: TenantId::new("nobody"),
+        ..q.clone()
+    };
     assert!(list_all(store.as_ref(), other).await.is_empty());
-    assert!(store.get_delivery(&TenantId::new("globex"), all[0].id).await.expect("get").is_none());
+    assert!(
+        store
+            .get_delivery(&TenantId::new("globex"), all[0].id)
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 /// Deliveries inserted later (replay) are stored; one for a missing event is refused.
@@ -121,17 +183,33 @@ pub(crate) async fn insert_deliveries_for_replay(store: Arc<dyn Store>) {
         delivery(&e, "r9", "late", DeliveryStatus::Pending),
         delivery(&e, "r9", "later", DeliveryStatus::Pending),
     ];
-    store.insert_deliveries(replay.clone()).await.expect("insert");
+    store
+        .insert_deliveries(replay.clone())
+        .await
+        .expect("insert");
     let got = store.deliveries_for_event(e.id).await.expect("for event");
     assert_eq!(got.len(), 3);
     for d in &replay {
-        assert_eq!(store.get_delivery(&e.tenant, d.id).await.expect("get").as_ref(), Some(d));
+        assert_eq!(
+            store
+                .get_delivery(&e.tenant, d.id)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(d)
+        );
     }
     store.insert_deliveries(vec![]).await.expect("empty insert");
     let orphan = delivery(&event("acme", "t"), "r1", "d", DeliveryStatus::Pending);
     let r = store.insert_deliveries(vec![orphan.clone()]).await;
     assert!(is_invalid(&r), "orphan delivery gave {r:?}");
-    assert!(store.get_delivery(&e.tenant, orphan.id).await.expect("get").is_none());
+    assert!(
+        store
+            .get_delivery(&e.tenant, orphan.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
     let dup = store.insert_deliveries(vec![replay[0].clone()]).await;
     assert!(is_invalid(&dup), "duplicate delivery id gave {dup:?}");
 }
@@ -168,7 +246,11 @@ pub(crate) async fn record_attempts_updates_state(store: Arc<dyn Store>) {
         }])
         .await
         .expect("first attempt");
-    let now = store.get_delivery(&tenant, d.id).await.expect("get").expect("exists");
+    let now = store
+        .get_delivery(&tenant, d.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(now.status, DeliveryStatus::Retrying);
     assert_eq!(now.attempts, 1);
     assert_eq!(now.next_at, Some(retry_at));
@@ -189,10 +271,23 @@ pub(crate) async fn record_attempts_updates_state(store: Arc<dyn Store>) {
         }])
         .await
         .expect("second attempt");
-    let done = store.get_delivery(&tenant, d.id).await.expect("get").expect("exists");
-    assert_eq!((done.status, done.attempts, done.next_at, done.last_error), (DeliveryStatus::Delivered, 2, None, None));
-    assert_eq!((done.created_at, done.event_id, done.route_id.as_str()), (d.created_at, d.event_id, "r1"));
-    assert_eq!(store.attempts(d.id).await.expect("attempts"), vec![first, second]);
+    let done = store
+        .get_delivery(&tenant, d.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        (done.status, done.attempts, done.next_at, done.last_error),
+        (DeliveryStatus::Delivered, 2, None, None)
+    );
+    assert_eq!(
+        (done.created_at, done.event_id, done.route_id.as_str()),
+        (d.created_at, d.event_id, "r1")
+    );
+    assert_eq!(
+        store.attempts(d.id).await.expect("attempts"),
+        vec![first, second]
+    );
 
     let unknown = AttemptRecord {
         attempt: third_failed,
@@ -211,7 +306,7 @@ pub(crate) async fn record_attempts_updates_state(store: Arc<dyn Store>) {
 /// another tenant's or a missing delivery gives `None` and changes nothing.
 pub(crate) async fn requeue_dead_delivery(store: Arc<dyn Store>) {
     let seeded = simple("acme");
-    let mut d = seeded.deliveries[0].clone();
+    let d = seeded.deliveries[0].clone();
     store.append(vec![seeded]).await.expect("append");
     store
         .record_attempts(vec![AttemptRecord {
@@ -225,20 +320,52 @@ pub(crate) async fn requeue_dead_delivery(store: Arc<dyn Store>) {
         .expect("dead");
     let tenant = d.tenant.clone();
     let before = Utc::now() - ChronoDuration::seconds(1);
-    assert!(store.requeue_delivery(&TenantId::new("globex"), d.id).await.expect("other").is_none());
-    let untouched = store.get_delivery(&tenant, d.id).await.expect("get").expect("exists");
+    assert!(
+        store
+            .requeue_delivery(&TenantId::new("globex"), d.id)
+            .await
+            .expect("other")
+            .is_none()
+    );
+    let untouched = store
+        .get_delivery(&tenant, d.id)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(untouched.status, DeliveryStatus::Dead);
-    assert!(store.requeue_delivery(&tenant, DeliveryId::new()).await.expect("missing").is_none());
+    assert!(
+        store
+            .requeue_delivery(&tenant, DeliveryId::new())
+            .await
+            .expect("missing")
+            .is_none()
+    );
 
-    let back = store.requeue_delivery(&tenant, d.id).await.expect("requeue").expect("exists");
+    let back = store
+        .requeue_delivery(&tenant, d.id)
+        .await
+        .expect("requeue")
+        .expect("exists");
     assert_eq!(back.status, DeliveryStatus::Pending);
     assert_eq!(back.attempts, 5);
     let due = back.next_at.expect("due");
     assert!(due >= before && due <= Utc::now() + ChronoDuration::seconds(1));
-    assert_eq!(store.get_delivery(&tenant, d.id).await.expect("get").as_ref(), Some(&back));
-    d.status = DeliveryStatus::Pending;
-    let unfinished = store.unfinished_deliveries(None, 10).await.expect("unfinished");
-    assert_eq!(unfinished.iter().map(|u| u.id).collect::<Vec<_>>(), vec![d.id]);
+    assert_eq!(
+        store
+            .get_delivery(&tenant, d.id)
+            .await
+            .expect("get")
+            .as_ref(),
+        Some(&back)
+    );
+    let unfinished = store
+        .unfinished_deliveries(None, 10)
+        .await
+        .expect("unfinished");
+    assert_eq!(
+        unfinished.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![d.id]
+    );
 }
 
 /// The recovery scan returns pending and retrying deliveries in id order, page by page.
@@ -269,18 +396,36 @@ pub(crate) async fn unfinished_deliveries_in_pages(store: Arc<dyn Store>) {
 
 /// Counts per destination and status.
 pub(crate) async fn delivery_counts_per_destination(store: Arc<dyn Store>) {
-    assert!(store.delivery_counts().await.expect("empty counts").is_empty());
-    let statuses = [DeliveryStatus::Pending, DeliveryStatus::Dead, DeliveryStatus::Delivered];
+    assert!(
+        store
+            .delivery_counts()
+            .await
+            .expect("empty counts")
+            .is_empty()
+    );
+    let statuses = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Dead,
+        DeliveryStatus::Delivered,
+    ];
     let mut all = seed(store.as_ref(), "acme", 10, &statuses).await;
     all.extend(seed(store.as_ref(), "globex", 4, &statuses).await);
     let mut want: BTreeMap<(String, &str), u64> = BTreeMap::new();
     for d in &all {
-        *want.entry((d.destination_id.clone(), d.status.as_str())).or_default() += 1;
+        *want
+            .entry((d.destination_id.clone(), d.status.as_str()))
+            .or_default() += 1;
     }
     let got = store.delivery_counts().await.expect("counts");
     let got: BTreeMap<(String, &str), u64> = got
         .into_iter()
-        .map(|DeliveryCount { destination_id, status, count }| ((destination_id, status.as_str()), count))
+        .map(
+            |DeliveryCount {
+                 destination_id,
+                 status,
+                 count,
+             }| ((destination_id, status.as_str()), count),
+        )
         .collect();
     assert_eq!(got, want);
 }

@@ -47,10 +47,23 @@ pub(crate) async fn append_round_trips_every_field(store: Arc<dyn Store>) {
         .map(|(i, e)| new_event(e.clone(), &format!("rt-{i}"), vec![]))
         .collect();
     let outcomes = store.append(batch).await.expect("append");
-    assert_eq!(outcomes, all.iter().map(|e| AppendOutcome::Inserted(e.id)).collect::<Vec<_>>());
+    assert_eq!(
+        outcomes,
+        all.iter()
+            .map(|e| AppendOutcome::Inserted(e.id))
+            .collect::<Vec<_>>()
+    );
     for original in &all {
-        let got = store.get_event(&original.tenant, original.id).await.expect("get_event");
-        assert_eq!(got.as_ref(), Some(original), "round trip of {}", original.ty);
+        let got = store
+            .get_event(&original.tenant, original.id)
+            .await
+            .expect("get_event");
+        assert_eq!(
+            got.as_ref(),
+            Some(original),
+            "round trip of {}",
+            original.ty
+        );
     }
     let ids: Vec<EventId> = all.iter().map(|e| e.id).collect();
     let got = store.get_events(&ids).await.expect("get_events");
@@ -63,20 +76,48 @@ pub(crate) async fn append_round_trips_every_field(store: Arc<dyn Store>) {
 pub(crate) async fn dedupe_across_calls(store: Arc<dyn Store>) {
     let first = event("acme", "order.created");
     let d1 = delivery(&first, "r1", "hook", DeliveryStatus::Pending);
-    let out = store.append(vec![new_event(first.clone(), "key-1", vec![d1])]).await.expect("1st");
+    let out = store
+        .append(vec![new_event(first.clone(), "key-1", vec![d1])])
+        .await
+        .expect("1st");
     assert_eq!(out, vec![AppendOutcome::Inserted(first.id)]);
 
     let second = event("acme", "order.created");
     let d2 = delivery(&second, "r1", "hook", DeliveryStatus::Pending);
-    let out = store.append(vec![new_event(second.clone(), "key-1", vec![d2])]).await.expect("2nd");
+    let out = store
+        .append(vec![new_event(second.clone(), "key-1", vec![d2])])
+        .await
+        .expect("2nd");
     assert_eq!(out, vec![AppendOutcome::Duplicate(first.id)]);
     assert_eq!(out[0].id(), first.id);
-    assert!(store.get_event(&second.tenant, second.id).await.expect("get").is_none());
-    assert!(store.deliveries_for_event(second.id).await.expect("deliveries").is_empty());
-    assert_eq!(store.deliveries_for_event(first.id).await.expect("deliveries").len(), 1);
+    assert!(
+        store
+            .get_event(&second.tenant, second.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        store
+            .deliveries_for_event(second.id)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .deliveries_for_event(first.id)
+            .await
+            .expect("deliveries")
+            .len(),
+        1
+    );
 
     let other = event("globex", "order.created");
-    let out = store.append(vec![new_event(other.clone(), "key-1", vec![])]).await.expect("other");
+    let out = store
+        .append(vec![new_event(other.clone(), "key-1", vec![])])
+        .await
+        .expect("other");
     assert_eq!(out, vec![AppendOutcome::Inserted(other.id)]);
 }
 
@@ -102,8 +143,20 @@ pub(crate) async fn dedupe_within_call(store: Arc<dyn Store>) {
             AppendOutcome::Inserted(c.id)
         ]
     );
-    assert!(store.get_event(&b.tenant, b.id).await.expect("get").is_none());
-    assert!(store.deliveries_for_event(b.id).await.expect("deliveries").is_empty());
+    assert!(
+        store
+            .get_event(&b.tenant, b.id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        store
+            .deliveries_for_event(b.id)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
 }
 
 /// Many concurrent appends of the same key (merged into shared commits or not): exactly one
@@ -136,9 +189,14 @@ pub(crate) async fn dedupe_concurrent(store: Arc<dyn Store>) {
 pub(crate) async fn dedupe_window_expires(store: Arc<dyn Store>, window: Duration) {
     let started = Instant::now();
     let first = event("acme", "t");
-    let out = store.append(vec![new_event(first.clone(), "k", vec![])]).await.expect("first");
+    let out = store
+        .append(vec![new_event(first.clone(), "k", vec![])])
+        .await
+        .expect("first");
     assert_eq!(out, vec![AppendOutcome::Inserted(first.id)]);
-    let again = store.append(vec![new_event(event("acme", "t"), "k", vec![])]).await;
+    let again = store
+        .append(vec![new_event(event("acme", "t"), "k", vec![])])
+        .await;
     let again = again.expect("again");
     if started.elapsed() < window {
         assert_eq!(again, vec![AppendOutcome::Duplicate(first.id)]);
@@ -147,17 +205,29 @@ pub(crate) async fn dedupe_window_expires(store: Arc<dyn Store>, window: Duratio
     let (accepted, accepted_at) = loop {
         let e = event("acme", "t");
         let sent = Instant::now();
-        let out = store.append(vec![new_event(e.clone(), "k", vec![])]).await.expect("retry");
+        let out = store
+            .append(vec![new_event(e.clone(), "k", vec![])])
+            .await
+            .expect("retry");
         if out == vec![AppendOutcome::Inserted(e.id)] {
             break (e, sent);
         }
         assert_eq!(out, vec![AppendOutcome::Duplicate(first.id)]);
-        assert!(Instant::now() < deadline, "the key was never accepted again");
+        assert!(
+            Instant::now() < deadline,
+            "the key was never accepted again"
+        );
         tokio::time::sleep(window / 5).await;
     };
-    assert!(started.elapsed() >= window, "accepted before the window passed");
+    assert!(
+        started.elapsed() >= window,
+        "accepted before the window passed"
+    );
     // The new event now holds the key for a fresh window.
-    let out = store.append(vec![new_event(event("acme", "t"), "k", vec![])]).await.expect("dup");
+    let out = store
+        .append(vec![new_event(event("acme", "t"), "k", vec![])])
+        .await
+        .expect("dup");
     if accepted_at.elapsed() < window {
         assert_eq!(out, vec![AppendOutcome::Duplicate(accepted.id)]);
     }
@@ -178,11 +248,20 @@ pub(crate) async fn failed_call_is_atomic_and_isolated(store: Arc<dyn Store>) {
     clash.deliveries.clear();
     let result = store.append(vec![good, clash]).await;
     assert!(is_invalid(&result), "expected Invalid, got {result:?}");
-    assert!(store.get_event(&TenantId::new("acme"), good_id).await.expect("get").is_none());
+    assert!(
+        store
+            .get_event(&TenantId::new("acme"), good_id)
+            .await
+            .expect("get")
+            .is_none()
+    );
     // The dedupe claim was rolled back with the rest of the call.
     let retry = simple("acme");
     let retry_id = retry.event.id;
-    let out = store.append(vec![new_event(retry.event, &good_key, vec![])]).await.expect("retry");
+    let out = store
+        .append(vec![new_event(retry.event, &good_key, vec![])])
+        .await
+        .expect("retry");
     assert_eq!(out, vec![AppendOutcome::Inserted(retry_id)]);
 
     // Concurrent calls around a failing one all succeed.
@@ -207,7 +286,13 @@ pub(crate) async fn failed_call_is_atomic_and_isolated(store: Arc<dyn Store>) {
             assert!(is_invalid(&result), "expected Invalid, got {result:?}");
         } else {
             let id = result.expect("good append")[0].id();
-            assert!(store.get_event(&TenantId::new("acme"), id).await.expect("get").is_some());
+            assert!(
+                store
+                    .get_event(&TenantId::new("acme"), id)
+                    .await
+                    .expect("get")
+                    .is_some()
+            );
         }
     }
 }
@@ -216,34 +301,71 @@ pub(crate) async fn failed_call_is_atomic_and_isolated(store: Arc<dyn Store>) {
 pub(crate) async fn list_events_filters_and_pages(store: Arc<dyn Store>) {
     let mut all = Vec::new();
     for i in 0..25 {
-        let mut e = event("acme", if i % 3 == 0 { "order.created" } else { "order.paid" });
+        let mut e = event(
+            "acme",
+            if i % 3 == 0 {
+                "order.created"
+            } else {
+                "order.paid"
+            },
+        );
         e.source_id = if i % 2 == 0 { "http" } else { "pg" }.to_owned();
         e.received_at = at(i);
         all.push(e);
     }
-    let batch = all.iter().map(|e| new_event(e.clone(), &format!("l-{}", e.id), vec![])).collect();
+    let batch = all
+        .iter()
+        .map(|e| new_event(e.clone(), &format!("l-{}", e.id), vec![]))
+        .collect();
     store.append(batch).await.expect("append");
-    store.append(vec![simple("globex")]).await.expect("other tenant");
+    store
+        .append(vec![simple("globex")])
+        .await
+        .expect("other tenant");
 
     let pages = |q: EventQuery| {
         let store = Arc::clone(&store);
         async move { collect_pages(store.as_ref(), q).await }
     };
-    let q = EventQuery { tenant: TenantId::new("acme"), limit: 4, ..EventQuery::default() };
+    let q = EventQuery {
+        tenant: TenantId::new("acme"),
+        limit: 4,
+        ..EventQuery::default()
+    };
     let mut expected: Vec<EventId> = all.iter().map(|e| e.id).collect();
     expected.reverse();
     assert_eq!(pages(q.clone()).await, expected);
 
-    let by_type = EventQuery { ty: Some("order.created".to_owned()), ..q.clone() };
-    let want: Vec<EventId> =
-        all.iter().rev().filter(|e| e.ty == "order.created").map(|e| e.id).collect();
+    let by_type = EventQuery {
+        ty: Some("order.created".to_owned()),
+        ..q.clone()
+    };
+    let want: Vec<EventId> = all
+        .iter()
+        .rev()
+        .filter(|e| e.ty == "order.created")
+        .map(|e| e.id)
+        .collect();
     assert_eq!(pages(by_type).await, want);
 
-    let by_source = EventQuery { source_id: Some("pg".to_owned()), limit: 5, ..q.clone() };
-    let want: Vec<EventId> = all.iter().rev().filter(|e| e.source_id == "pg").map(|e| e.id).collect();
+    let by_source = EventQuery {
+        source_id: Some("pg".to_owned()),
+        limit: 5,
+        ..q.clone()
+    };
+    let want: Vec<EventId> = all
+        .iter()
+        .rev()
+        .filter(|e| e.source_id == "pg")
+        .map(|e| e.id)
+        .collect();
     assert_eq!(pages(by_source).await, want);
 
-    let window = EventQuery { since: Some(at(5)), until: Some(at(15)), ..q.clone() };
+    let window = EventQuery {
+        since: Some(at(5)),
+        until: Some(at(15)),
+        ..q.clone()
+    };
     let want: Vec<EventId> = all[5..15].iter().rev().map(|e| e.id).collect();
     assert_eq!(pages(window).await, want);
 
@@ -261,15 +383,32 @@ pub(crate) async fn list_events_filters_and_pages(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(pages(both).await, want);
 
-    let zero = store.list_events(&EventQuery { limit: 0, ..q.clone() }).await.expect("limit 0");
+    let zero = store
+        .list_events(&EventQuery {
+            limit: 0,
+            ..q.clone()
+        })
+        .await
+        .expect("limit 0");
     assert_eq!(zero.items.len(), 1);
     assert!(zero.next.is_some());
-    let big = store.list_events(&EventQuery { limit: 1_000_000, ..q.clone() }).await.expect("big");
+    let big = store
+        .list_events(&EventQuery {
+            limit: 1_000_000,
+            ..q.clone()
+        })
+        .await
+        .expect("big");
     assert_eq!(big.items.len(), 25);
     assert!(big.next.is_none());
 
     for bad in ["nonsense", "dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV", ""] {
-        let r = store.list_events(&EventQuery { cursor: Some(bad.to_owned()), ..q.clone() }).await;
+        let r = store
+            .list_events(&EventQuery {
+                cursor: Some(bad.to_owned()),
+                ..q.clone()
+            })
+            .await;
         assert!(is_invalid(&r), "cursor {bad:?} gave {r:?}");
     }
 }
@@ -299,15 +438,24 @@ pub(crate) async fn scan_events_in_log_order(store: Arc<dyn Store>) {
         e.received_at = at(i * 10);
         all.push(e);
     }
-    let batch = all.iter().map(|e| new_event(e.clone(), &format!("s-{}", e.id), vec![])).collect();
+    let batch = all
+        .iter()
+        .map(|e| new_event(e.clone(), &format!("s-{}", e.id), vec![]))
+        .collect();
     store.append(batch).await.expect("append");
-    store.append(vec![simple("globex")]).await.expect("other tenant");
+    store
+        .append(vec![simple("globex")])
+        .await
+        .expect("other tenant");
     let tenant = TenantId::new("acme");
 
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let chunk = store.scan_events(&tenant, after, None, 5).await.expect("scan");
+        let chunk = store
+            .scan_events(&tenant, after, None, 5)
+            .await
+            .expect("scan");
         if chunk.is_empty() {
             break;
         }
@@ -316,11 +464,26 @@ pub(crate) async fn scan_events_in_log_order(store: Arc<dyn Store>) {
     }
     assert_eq!(seen, all.iter().map(|e| e.id).collect::<Vec<_>>());
 
-    let from = store.scan_events(&tenant, None, Some(at(35)), 100).await.expect("since");
-    assert_eq!(from.iter().map(|e| e.id).collect::<Vec<_>>(), all[4..].iter().map(|e| e.id).collect::<Vec<_>>());
-    let exact = store.scan_events(&tenant, None, Some(at(40)), 2).await.expect("since exact");
-    assert_eq!(exact.iter().map(|e| e.id).collect::<Vec<_>>(), vec![all[4].id, all[5].id]);
-    let none = store.scan_events(&tenant, None, Some(at(1000)), 10).await.expect("future");
+    let from = store
+        .scan_events(&tenant, None, Some(at(35)), 100)
+        .await
+        .expect("since");
+    assert_eq!(
+        from.iter().map(|e| e.id).collect::<Vec<_>>(),
+        all[4..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let exact = store
+        .scan_events(&tenant, None, Some(at(40)), 2)
+        .await
+        .expect("since exact");
+    assert_eq!(
+        exact.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![all[4].id, all[5].id]
+    );
+    let none = store
+        .scan_events(&tenant, None, Some(at(1000)), 10)
+        .await
+        .expect("future");
     assert!(none.is_empty());
 }
 
@@ -331,10 +494,33 @@ pub(crate) async fn tenant_isolation_for_events(store: Arc<dyn Store>) {
     store.append(vec![mine]).await.expect("append");
     let other = TenantId::new("globex");
     assert!(store.get_event(&other, id).await.expect("get").is_none());
-    let query = EventQuery { tenant: other.clone(), limit: 10, ..EventQuery::default() };
-    assert!(store.list_events(&query).await.expect("list").items.is_empty());
-    assert!(store.scan_events(&other, None, None, 10).await.expect("scan").is_empty());
-    assert!(store.get_event(&TenantId::new("acme"), id).await.expect("get").is_some());
+    let query = EventQuery {
+        tenant: other.clone(),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    assert!(
+        store
+            .list_events(&query)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .scan_events(&other, None, None, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_event(&TenantId::new("acme"), id)
+            .await
+            .expect("get")
+            .is_some()
+    );
     let missing = EventId::new();
     let got = store.get_events(&[missing, id]).await.expect("get_events");
     assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);

@@ -10,22 +10,56 @@ use super::{is_unavailable, simple};
 /// Cursors and settings are absent until written, then read back the last value.
 pub(crate) async fn cursors_and_settings_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.get_cursor("pg-orders").await.expect("get"), None);
-    store.put_cursor("pg-orders", "0/16B3748").await.expect("put");
-    store.put_cursor("mysql", "binlog.000003:154").await.expect("put");
-    assert_eq!(store.get_cursor("pg-orders").await.expect("get").as_deref(), Some("0/16B3748"));
-    store.put_cursor("pg-orders", "0/16B9999").await.expect("overwrite");
-    assert_eq!(store.get_cursor("pg-orders").await.expect("get").as_deref(), Some("0/16B9999"));
-    assert_eq!(store.get_cursor("mysql").await.expect("get").as_deref(), Some("binlog.000003:154"));
-
-    assert_eq!(store.get_setting("admin_token_hash").await.expect("get"), None);
-    store.put_setting("admin_token_hash", "sha256:abc").await.expect("put");
-    store.put_setting("admin_token_hash", "sha256:def").await.expect("overwrite");
+    store
+        .put_cursor("pg-orders", "0/16B3748")
+        .await
+        .expect("put");
+    store
+        .put_cursor("mysql", "binlog.000003:154")
+        .await
+        .expect("put");
     assert_eq!(
-        store.get_setting("admin_token_hash").await.expect("get").as_deref(),
+        store.get_cursor("pg-orders").await.expect("get").as_deref(),
+        Some("0/16B3748")
+    );
+    store
+        .put_cursor("pg-orders", "0/16B9999")
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        store.get_cursor("pg-orders").await.expect("get").as_deref(),
+        Some("0/16B9999")
+    );
+    assert_eq!(
+        store.get_cursor("mysql").await.expect("get").as_deref(),
+        Some("binlog.000003:154")
+    );
+
+    assert_eq!(
+        store.get_setting("admin_token_hash").await.expect("get"),
+        None
+    );
+    store
+        .put_setting("admin_token_hash", "sha256:abc")
+        .await
+        .expect("put");
+    store
+        .put_setting("admin_token_hash", "sha256:def")
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        store
+            .get_setting("admin_token_hash")
+            .await
+            .expect("get")
+            .as_deref(),
         Some("sha256:def")
     );
     store.put_setting("empty", "").await.expect("empty value");
-    assert_eq!(store.get_setting("empty").await.expect("get").as_deref(), Some(""));
+    assert_eq!(
+        store.get_setting("empty").await.expect("get").as_deref(),
+        Some("")
+    );
     store.ping().await.expect("ping");
 }
 
@@ -33,7 +67,10 @@ pub(crate) async fn cursors_and_settings_round_trip(store: Arc<dyn Store>) {
 pub(crate) async fn close_then_write_is_unavailable(store: Arc<dyn Store>) {
     let before = simple("acme");
     let id = before.event.id;
-    store.append(vec![before]).await.expect("append before close");
+    store
+        .append(vec![before])
+        .await
+        .expect("append before close");
     store.close().await;
     store.close().await;
     let tenant = TenantId::new("acme");
@@ -43,7 +80,9 @@ pub(crate) async fn close_then_write_is_unavailable(store: Arc<dyn Store>) {
     assert!(is_unavailable(&store.put_cursor("a", "b").await));
     assert!(is_unavailable(&store.record_attempts(vec![]).await));
     assert!(is_unavailable(&store.insert_deliveries(vec![]).await));
-    assert!(is_unavailable(&store.requeue_delivery(&tenant, DeliveryId::new()).await));
+    assert!(is_unavailable(
+        &store.requeue_delivery(&tenant, DeliveryId::new()).await
+    ));
     let err = store.put_setting("a", "b").await.expect_err("closed");
     assert!(err.to_string().contains("closed"), "{err}");
     // What was acknowledged before closing is there.
