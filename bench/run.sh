@@ -5,6 +5,9 @@
 #   bench/run.sh                 # all scenarios: idle, single, batch100, batch100-batched, steady2k
 #   bench/run.sh single          # one scenario
 #   bench/run.sh all --connections 128 --check-targets   # extra flags go to `estafeta bench`
+#
+# On a shared machine each step first waits (up to BENCH_QUIET_WAIT, default 180s) for
+# other work to stop; the report notes any that ran meanwhile.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,13 +31,15 @@ cpu_model="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | se
   echo "## \`$scenario\` — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- command: \`bench/run.sh $scenario${*:+ $*}\` (= \`estafeta bench --scenario $scenario${*:+ $*}\`, release build)"
+  echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
   echo "- machine: $(nproc) logical CPUs (${cpu_model:-unknown CPU}), $(free -g 2>/dev/null | awk '/Mem:/{print $2 " GB RAM"}'), $(uname -sr)"
   echo "- estafeta $("$bin" --version | awk '{print $2}'), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
   echo
 } > "$md"
 
 status=0
-"$bin" bench --scenario "$scenario" --markdown --json-out "$json" "$@" >> "$md" || status=$?
+"$bin" bench --scenario "$scenario" --markdown --json-out "$json" \
+  --quiet-wait "${BENCH_QUIET_WAIT:-180s}" "$@" >> "$md" || status=$?
 
 cat "$md"
 echo >&2

@@ -95,6 +95,10 @@ pub(crate) struct BenchArgs {
     /// Longest wait for the last deliveries once ingest is done.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Before each scenario, wait up to this long for other work on the machine to stop
+    /// (busy below 0.3 cores); 0s = don't wait. A busy start is noted in the report.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    quiet_wait: Duration,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,

@@ -108,3 +108,28 @@ impl Probe {
         }
     }
 }
+
+/// Busy cores below which the machine counts as quiet.
+const QUIET_CORES: f64 = 0.3;
+
+/// Waits, up to `max`, until the machine's other work uses less than `QUIET_CORES` over
+/// one second; returns the busy cores last measured (`None` without `/proc/stat`).
+pub(super) async fn wait_quiet(max: Duration, ticks_per_sec: u64) -> Option<f64> {
+    let deadline = tokio::time::Instant::now() + max;
+    let mut announced = false;
+    loop {
+        let a = procfs::machine_ticks()?;
+        let started = now_ns();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let b = procfs::machine_ticks()?;
+        let (busy, _) = procfs::machine_between(a, b, ticks_per_sec);
+        let cores = busy.as_secs_f64() / between(started, now_ns()).as_secs_f64().max(1e-3);
+        if cores < QUIET_CORES || tokio::time::Instant::now() >= deadline {
+            return Some(cores);
+        }
+        if !announced {
+            eprintln!("  waiting for the machine to quiet down ({cores:.2} cores busy)…");
+            announced = true;
+        }
+    }
+}

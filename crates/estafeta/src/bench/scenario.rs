@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::BenchArgs;
 use super::clock::{between, now_ns};
 use super::load::{self, LoadCounters, LoadPlan, Payload, per_sec};
-use super::probe::Probe;
+use super::probe::{self, Probe};
 use super::procfs::{self, Pid};
 use super::receiver::{Counts, Receiver, Recorder};
 use super::report::{IdleReport, Percentiles, ScenarioReport, Target, mb, thousands};
@@ -99,6 +99,7 @@ impl<'a> Runner<'a> {
             "measuring the receiver's raw ceiling ({conc} connections, {}s)…",
             self.args.ceiling_secs
         );
+        self.settle().await;
         let receiver = Receiver::start(loopback_any(), 0).await?;
         let client = load::destination_like_client(conc)?;
         let body = self.payload("ceiling").delivery_like();
@@ -120,6 +121,7 @@ impl<'a> Runner<'a> {
         }
         let conns = usize::from(self.args.connections);
         eprintln!("measuring the generator's ceiling ({conns} connections, batch {batch})…");
+        self.settle().await;
         let receiver = Receiver::start(loopback_any(), 0).await?;
         let plan = LoadPlan {
             url: reqwest::Url::parse(&receiver.url()).context("the receiver URL")?,
@@ -141,6 +143,14 @@ impl<'a> Runner<'a> {
         eprintln!("  generator ceiling: {} events/s", thousands(v));
         self.generator_ceilings.insert(batch, v);
         Ok(v)
+    }
+
+    /// Waits for a quiet machine when asked to (`--quiet-wait`).
+    async fn settle(&self) -> Option<f64> {
+        if self.args.quiet_wait.is_zero() {
+            return None;
+        }
+        probe::wait_quiet(self.args.quiet_wait, self.ticks).await
     }
 
     fn spec(&self, receiver_url: String, dest_batch: Option<usize>) -> ServerSpec {
@@ -205,6 +215,7 @@ impl<'a> Runner<'a> {
                 "max".into()
             }
         );
+        let busy_at_start = self.settle().await;
         let listen = if self.external.is_some() {
             args.receiver_listen
         } else {
@@ -326,6 +337,11 @@ impl<'a> Runner<'a> {
             targets: Vec::new(),
             notes: Vec::new(),
         };
+        if let Some(busy) = busy_at_start.filter(|b| *b >= 0.3) {
+            report.notes.push(format!(
+                "the machine was busy ({busy:.2} cores) with other work when the scenario started"
+            ));
+        }
         add_targets_and_notes(
             &mut report,
             plan,
@@ -371,6 +387,12 @@ fn add_targets_and_notes(
             measured: mb(peak),
             met: peak <= rss_goal,
         });
+    }
+    if let Some(other) = r.usage.other_cpu_cores.filter(|c| *c >= 0.3) {
+        r.notes.push(format!(
+            "other work (other processes, kernel network processing) used {other:.2} cores during \
+             the run: the results are pessimistic"
+        ));
     }
     if !r.complete {
         r.notes.push(format!(
