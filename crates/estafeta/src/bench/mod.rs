@@ -46,7 +46,12 @@ use scenario::{Goal, Plan, Runner};
     steady2k          60,000 events at a steady 2,000/s (p99 end-to-end ≤ 25 ms)\n  \
     idle              a started server's resident memory after 3 s (≤ 30 MB)\n  \
     all               idle, single, batch100, batch100-batched, steady2k\n\
-    Every load scenario also checks the server's peak RSS (≤ 200 MB)."
+    Every load scenario also checks the server's peak RSS (≤ 200 MB).\n\n\
+    Server: by default the bench spawns this executable's `serve` with a temporary data \
+    directory and one route (`bench.*`) to one signed webhook at its own receiver. With --url \
+    it targets a server you run instead: route `bench.*` there to \
+    http://<--receiver-listen>/hook yourself; the server's memory, CPU and disk writes are \
+    then not reported."
 )]
 pub(crate) struct BenchArgs {
     /// Run a preset scenario (fixes --batch, --rate and --dest-batch; see below).
@@ -77,7 +82,7 @@ pub(crate) struct BenchArgs {
     /// The `estafeta` binary to spawn [default: this executable].
     #[arg(long)]
     server_binary: Option<PathBuf>,
-    /// Target an already running server instead of spawning one (see above).
+    /// Target an already running server instead of spawning one (see below).
     #[arg(long)]
     url: Option<String>,
     /// API token for --url (defaults to ESTAFETA_TOKEN, then ESTAFETA_ADMIN_TOKEN).

@@ -174,6 +174,9 @@ impl ServerProcess {
             .stderr_tail
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if tail.is_empty() {
+            return "  (nothing)\n".to_owned();
+        }
         tail.iter().map(|l| format!("  | {l}\n")).collect()
     }
 
