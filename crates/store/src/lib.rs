@@ -112,6 +112,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<Delivery>>;
 
+    /// Unfinished deliveries (`pending` or `retrying`) of one destination, in id order after
+    /// `after`, at most `limit`: how a destination's queue pages work in from the store when
+    /// its backlog is larger than what it keeps in memory.
+    async fn unfinished_deliveries_for(
+        &self,
+        destination_id: &str,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
+
     /// Number of deliveries per destination and status.
     async fn delivery_counts(&self) -> StoreResult<Vec<DeliveryCount>>;
 

@@ -271,6 +271,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn unfinished_deliveries_for(
+        &self,
+        destination_id: &str,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let destination_id = destination_id.to_owned();
+        self.readers
+            .run(move |c| queries::unfinished_deliveries_for(c, &destination_id, after, limit))
+            .await
+    }
+
     async fn delivery_counts(&self) -> StoreResult<Vec<DeliveryCount>> {
         self.readers.run(queries::delivery_counts).await
     }

@@ -239,6 +239,27 @@ pub(crate) fn unfinished_deliveries(
     )
 }
 
+/// Unfinished deliveries of one destination in id order after `after`.
+pub(crate) fn unfinished_deliveries_for(
+    conn: &Connection,
+    destination_id: &str,
+    after: Option<DeliveryId>,
+    limit: usize,
+) -> StoreResult<Vec<Delivery>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE destination_id = ?1 AND status IN ('pending', 'retrying') AND id > ?2
+         ORDER BY id LIMIT ?3"
+    );
+    let after = after.map(|id| id.to_string()).unwrap_or_default();
+    collect(
+        conn,
+        &sql,
+        params![destination_id, after, sql_limit(clamp_limit(limit))],
+        delivery_from_row,
+    )
+}
+
 /// Deliveries per destination and status.
 pub(crate) fn delivery_counts(conn: &Connection) -> StoreResult<Vec<DeliveryCount>> {
     collect(

@@ -62,7 +62,7 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_tenant_id ON deliveries (tenant, id);
 CREATE INDEX deliveries_tenant_status_id ON deliveries (tenant, status, id);
 CREATE INDEX deliveries_event_id ON deliveries (event_id, id);
-CREATE INDEX deliveries_unfinished ON deliveries (id) WHERE status IN ('pending', 'retrying');
+CREATE INDEX deliveries_unfinished ON deliveries (destination_id, id) WHERE status IN ('pending', 'retrying');
 CREATE INDEX deliveries_destination_status ON deliveries (destination_id, status);
 
 CREATE TABLE attempts (
