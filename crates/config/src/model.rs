@@ -211,6 +211,10 @@ pub struct DestinationConfig {
     /// Optional rate limit, e.g. `100/s`, `600/min`.
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
+    /// Most deliveries (with their events) kept in memory for this destination (default
+    /// 20000). A larger backlog waits in the store and is read back as room frees up.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
     /// Retry schedule.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -224,6 +228,10 @@ pub struct DestinationConfig {
 
 fn default_concurrency() -> usize {
     32
+}
+
+fn default_queue_capacity() -> usize {
+    20_000
 }
 
 /// Destination kinds.

@@ -51,6 +51,8 @@ pub struct DestinationSettings {
     pub id: String,
     /// Max attempts in flight.
     pub concurrency: usize,
+    /// Most deliveries kept in memory.
+    pub queue_capacity: usize,
     /// Optional rate limit.
     pub rate_limit: Option<RateLimit>,
     /// Retry policy.

@@ -238,6 +238,9 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         if d.concurrency == 0 || d.concurrency > 10_000 {
             cx.err(&d.id, format!("{p}.concurrency"), "must be between 1 and 10000");
         }
+        if d.queue_capacity < 2 || d.queue_capacity > 10_000_000 {
+            cx.err(&d.id, format!("{p}.queue_capacity"), "must be between 2 and 10000000");
+        }
         let rate_limit = d.rate_limit.as_ref().and_then(|r| match parse_rate(&r.value) {
             Ok(rl) => Some(rl),
             Err(m) => {
@@ -270,6 +273,7 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             destinations.push(DestinationSettings {
                 id: d.id.value.clone(),
                 concurrency: d.concurrency.max(1),
+                queue_capacity: d.queue_capacity.max(2),
                 rate_limit,
                 retry,
                 breaker,

@@ -25,8 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use router::Router;
 
-/// Beyond this many queued deliveries, a destination's queue stops holding event payloads.
-const EVENTS_IN_MEMORY_PER_DESTINATION: usize = 10_000;
+
 
 use crate::dispatch::lane::{Lane, LaneDeps};
 use crate::dispatch::queue::{Item, Pushed};
@@ -128,18 +127,20 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let mut built: HashMap<String, Arc<dyn Destination>> =
             destinations.into_iter().map(|d| (d.id().to_owned(), d)).collect();
-        let recorder_tx = dispatch::recorder::spawn(Arc::clone(&store), 16_384);
+        let settling = Arc::new(dispatch::recorder::Settling::default());
+        let recorder_tx = dispatch::recorder::spawn(Arc::clone(&store), 16_384, Arc::clone(&settling));
         let deps = Arc::new(LaneDeps {
             store: Arc::clone(&store),
             router: Arc::new(router),
             recorder: recorder_tx,
+            settling,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
         let mut lanes = HashMap::new();
         for s in settings {
             let dest = built.remove(&s.id).ok_or_else(|| EngineError::MissingDestination(s.id.clone()))?;
-            lanes.insert(s.id.clone(), Arc::new(Lane::new(s, dest)));
+            lanes.insert(s.id.clone(), Arc::new(Lane::new(s, dest, s.queue_capacity)));
         }
         let inner = Arc::new(Inner {
             store,
@@ -148,14 +149,12 @@ impl Engine {
             deps: Arc::clone(&deps),
         });
         let engine = Self { inner };
-        let recovered = engine.recover().await?;
-        if recovered > 0 {
-            tracing::info!(deliveries = recovered, "re-queued unfinished deliveries");
-        }
+        engine.warn_orphans().await?;
         for lane in engine.inner.lanes.values() {
-            let lane = Arc::clone(lane);
-            let deps = Arc::clone(&deps);
-            tokio::spawn(lane.run(deps));
+            // Recovery: every queue starts by paging its unfinished deliveries in.
+            lane.start_paging();
+            tokio::spawn(Arc::clone(lane).refill_loop(Arc::clone(&deps)));
+            tokio::spawn(Arc::clone(lane).run(Arc::clone(&deps)));
         }
         engine.spawn_gauges();
         Ok(engine)
@@ -173,42 +172,31 @@ impl Engine {
         &self.inner.router
     }
 
-    async fn recover(&self) -> Result<usize, EngineError> {
-        let mut after = None;
-        let mut total = 0;
+    /// Logs unfinished deliveries whose destination is no longer configured.
+    async fn warn_orphans(&self) -> Result<(), EngineError> {
         let mut orphans: HashMap<String, u64> = HashMap::new();
-        let now_utc = Utc::now();
-        let now = Instant::now();
-        loop {
-            let page = self.inner.store.unfinished_deliveries(after, 5_000).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            for d in page {
-                let at = d.next_at.map_or(now, |t| {
-                    now + (t - now_utc).to_std().unwrap_or(Duration::ZERO)
-                });
-                if !self.inner.lanes.contains_key(&d.destination_id) {
-                    *orphans.entry(d.destination_id.clone()).or_insert(0u64) += 1;
-                    continue;
-                }
-                self.enqueue(d, None, at);
-                total += 1;
+        for c in self.inner.store.delivery_counts().await? {
+            let unfinished = matches!(c.status, DeliveryStatus::Pending | DeliveryStatus::Retrying);
+            if unfinished && !self.inner.lanes.contains_key(&c.destination_id) {
+                *orphans.entry(c.destination_id).or_insert(0) += c.count;
             }
         }
         for (dest, n) in orphans {
             tracing::warn!(dest_id = %dest, deliveries = n, "unfinished deliveries for a destination that is no longer configured; they wait until it is configured again");
         }
-        Ok(total)
+        Ok(())
     }
 
-    fn enqueue(&self, delivery: Delivery, event: Option<Arc<Event>>, at: Instant) -> Option<Pushed> {
-        let lane = self.inner.lanes.get(&delivery.destination_id)?;
-        // A long backlog keeps only delivery records in memory; events are read back from the
-        // store when their turn comes.
-        let event = if lane.depth().0 >= EVENTS_IN_MEMORY_PER_DESTINATION { None } else { event };
+    fn item(&self, delivery: Delivery, event: Option<Arc<Event>>) -> Item {
         let ordered = delivery.key.is_some()
             && self.inner.router.route(&delivery.route_id).is_some_and(|r| r.ordering == Ordering::Key);
-        Some(lane.push_new(Item { delivery, event, ordered }, at))
+        Item { delivery, event, ordered }
+    }
+
+    /// Queues a delivery the store already holds, within the destination's memory bound.
+    fn enqueue(&self, delivery: Delivery, event: Option<Arc<Event>>, at: Instant) -> Option<Pushed> {
+        let lane = self.inner.lanes.get(&delivery.destination_id)?;
+        lane.offer(self.item(delivery, event), at)
     }
 
     /// Queues a delivery routing just created: after its destination's first delay, or, when
@@ -301,7 +289,12 @@ impl Engine {
             .requeue_delivery(tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no delivery `{id}`")))?;
-        match self.enqueue(d.clone(), Some(Arc::new(event)), Instant::now()) {
+        let pushed = self
+            .inner
+            .lanes
+            .get(&d.destination_id)
+            .map(|lane| lane.push_new(self.item(d.clone(), Some(Arc::new(event))), Instant::now()));
+        match pushed {
             Some(Pushed::AlreadyInFlight) => Err(EngineError::Conflict(format!(
                 "delivery `{id}` is being attempted right now"
             ))),

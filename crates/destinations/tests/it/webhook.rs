@@ -308,6 +308,7 @@ async fn registry_builds_a_webhook() {
     let settings = DestinationSettings {
         id: "hook".into(),
         concurrency: 8,
+        queue_capacity: 20_000,
         rate_limit: None,
         retry: RetryPolicy::default(),
         breaker: None,

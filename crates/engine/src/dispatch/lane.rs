@@ -30,6 +30,10 @@ pub(crate) struct Lane {
     destination: Arc<dyn Destination>,
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Wakes the refill loop when room frees up.
+    pub(crate) refill_wake: Notify,
+    /// Most deliveries held in memory; the rest wait in the store.
+    pub(crate) capacity: usize,
     permits: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) breaker: Breaker,
@@ -40,12 +44,17 @@ pub(crate) struct LaneDeps {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) router: Arc<Router>,
     pub(crate) recorder: mpsc::Sender<crate::dispatch::recorder::Msg>,
+    pub(crate) settling: Arc<crate::dispatch::recorder::Settling>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
 
 impl Lane {
-    pub(crate) fn new(settings: &DestinationSettings, destination: Arc<dyn Destination>) -> Self {
+    pub(crate) fn new(
+        settings: &DestinationSettings,
+        destination: Arc<dyn Destination>,
+        capacity: usize,
+    ) -> Self {
         let limiter = settings.rate_limit.and_then(|rl| {
             let count = NonZeroU32::new(rl.count)?;
             let quota = Quota::with_period(rl.per / rl.count)?.allow_burst(count.min(
@@ -58,6 +67,8 @@ impl Lane {
             destination,
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            refill_wake: Notify::new(),
+            capacity: capacity.max(2),
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             limiter,
             breaker: Breaker::new(settings.breaker),
@@ -65,14 +76,48 @@ impl Lane {
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, Queue> {
+    pub(crate) fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn notify_work(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Queues a delivery regardless of the memory bound (an operator's retry).
     pub(crate) fn push_new(&self, item: Item, at: Instant) -> Pushed {
         let r = self.queue().push_new(item, at);
         self.notify.notify_one();
         r
+    }
+
+    /// Queues a new delivery if memory has room; otherwise it stays in the store only and the
+    /// refill loop reads it back later. Returns `None` when it was left in the store.
+    pub(crate) fn offer(&self, item: Item, at: Instant) -> Option<Pushed> {
+        let r = {
+            let mut q = self.queue();
+            if q.spill.active || q.depth() >= self.capacity {
+                if !q.spill.active {
+                    tracing::info!(dest_id = %self.id, capacity = self.capacity, "backlog exceeds memory; paging deliveries from the store");
+                }
+                q.spill.active = true;
+                q.spill.dropped += 1;
+                return None;
+            }
+            q.push_new(item, at)
+        };
+        self.notify.notify_one();
+        Some(r)
+    }
+
+    /// Marks the queue as spilled so the refill loop pages the store's unfinished deliveries
+    /// in (used at start-up).
+    pub(crate) fn start_paging(&self) {
+        let mut q = self.queue();
+        q.spill.active = true;
+        q.spill.dropped += 1;
+        drop(q);
+        self.refill_wake.notify_one();
     }
 
     /// Delay before a new delivery's first attempt (`retry.schedule[0]`).
@@ -291,6 +336,9 @@ impl Lane {
             next_at,
             last_error: error.clone(),
         };
+        if status.is_terminal() {
+            deps.settling.begin(item.delivery.id);
+        }
         // Back-pressure: waits when the recorder is behind. A closed recorder (shutdown) is
         // fine: the delivery stays unfinished in the store and is attempted after restart.
         let _ = deps.recorder.send(crate::dispatch::recorder::Msg::Record(record)).await;
@@ -310,6 +358,7 @@ impl Lane {
             None => {
                 self.queue().finish(&item, Instant::now());
                 self.notify.notify_one();
+                self.refill_wake.notify_one();
             }
         }
     }

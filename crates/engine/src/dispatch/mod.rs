@@ -4,3 +4,4 @@
 pub(crate) mod lane;
 pub(crate) mod queue;
 pub(crate) mod recorder;
+pub(crate) mod refill;

@@ -49,10 +49,27 @@ pub(crate) struct Queue {
     heap: BinaryHeap<Reverse<(Instant, u64, DeliveryId)>>,
     slots: HashMap<DeliveryId, Slot>,
     lanes: HashMap<(String, String), VecDeque<Item>>,
+    /// Ids waiting in `lanes`.
+    laned_ids: std::collections::HashSet<DeliveryId>,
     next_gen: u64,
     in_flight: usize,
-    /// Items waiting in `lanes` (kept so `depth` is O(1)).
-    laned: usize,
+    /// The backlog is larger than memory: new deliveries stay in the store only, and are
+    /// paged in as room frees up (see `Spill`).
+    pub(crate) spill: Spill,
+}
+
+/// Paging state for a backlog that does not fit in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Spill {
+    /// True while some unfinished deliveries of this destination are only in the store.
+    pub(crate) active: bool,
+    /// Where the current pass over the store's unfinished deliveries is.
+    pub(crate) cursor: Option<DeliveryId>,
+    /// Deliveries left out of memory so far.
+    pub(crate) dropped: u64,
+    /// `dropped` when the current pass started: a pass that ends with no new drops has seen
+    /// everything, and paging can stop.
+    pub(crate) dropped_at_pass_start: u64,
 }
 
 impl Queue {
@@ -77,9 +94,8 @@ impl Queue {
         }
         if let Some(key) = item.lane_key() {
             if let Some(lane) = self.lanes.get_mut(&key) {
-                if !lane.iter().any(|i| i.delivery.id == item.delivery.id) {
+                if self.laned_ids.insert(item.delivery.id) {
                     lane.push_back(item);
-                    self.laned += 1;
                 }
                 return Pushed::Queued;
             }
@@ -112,7 +128,7 @@ impl Queue {
             let next = self.lanes.get_mut(&key).and_then(VecDeque::pop_front);
             match next {
                 Some(next) => {
-                    self.laned = self.laned.saturating_sub(1);
+                    self.laned_ids.remove(&next.delivery.id);
                     self.schedule(next, now);
                 }
                 None => {
@@ -145,13 +161,18 @@ impl Queue {
         Err(None)
     }
 
+    /// True when the queue holds this delivery in any form.
+    pub(crate) fn knows(&self, id: DeliveryId) -> bool {
+        self.slots.contains_key(&id) || self.laned_ids.contains(&id)
+    }
+
     pub(crate) fn is_in_flight(&self, id: DeliveryId) -> bool {
         matches!(self.slots.get(&id), Some(Slot::InFlight))
     }
 
     /// Deliveries held (waiting, queued behind a key, or in flight).
     pub(crate) fn depth(&self) -> usize {
-        self.slots.len() + self.laned
+        self.slots.len() + self.laned_ids.len()
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -138,3 +138,26 @@ async fn retries_survive_a_restart() {
     let v = s.wait_json("/v1/deliveries?status=delivered", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
     assert_eq!(v["items"][0]["attempts"], 2);
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_memory_waits_in_the_store_and_is_all_delivered_once() {
+    let rx = WebhookReceiver::start().await;
+    rx.set_delay(Duration::from_millis(2));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        webhook("hook", &rx.url(), "    concurrency: 4\n    queue_capacity: 20\n")
+    );
+    let s = Server::start(dir.path(), &cfg).await;
+    let batch: Vec<serde_json::Value> = (0..600).map(|i| event(&format!("q-{i}"), "t", json!({"n": i}))).collect();
+    for chunk in batch.chunks(100) {
+        assert_eq!(s.post_batch(chunk).await.status(), 202);
+    }
+    // Memory holds at most 20 of them at a time; the rest come back from the store.
+    let depth = s.get_json("/v1/destinations").await;
+    assert!(depth["items"][0]["queued"].as_u64().unwrap() <= 20, "{depth}");
+    assert!(rx.wait_for_count(600, T).await, "delivered {}", rx.count());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 600, "each delivery sent once");
+    assert_eq!(seqs_delivered(&rx).len(), 600);
+}
