@@ -128,6 +128,43 @@ impl Event {
     }
 }
 
+/// Serialises an event as structured-mode CloudEvents 1.0 JSON without copying it (the same
+/// document as [`Event::to_cloudevent`]).
+pub struct CloudEventJson<'a>(pub &'a Event);
+
+impl Serialize for CloudEventJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("specversion", "1.0")?;
+        m.serialize_entry("id", &e.ce_id)?;
+        m.serialize_entry("source", &e.ce_source)?;
+        m.serialize_entry("type", &e.ty)?;
+        if let Some(v) = &e.subject {
+            m.serialize_entry("subject", v)?;
+        }
+        m.serialize_entry("time", &e.time.to_rfc3339_opts(SecondsFormat::AutoSi, true))?;
+        if let Some(v) = &e.datacontenttype {
+            m.serialize_entry("datacontenttype", v)?;
+        }
+        if let Some(v) = &e.dataschema {
+            m.serialize_entry("dataschema", v)?;
+        }
+        if let Some(v) = &e.key {
+            m.serialize_entry("partitionkey", v)?;
+        }
+        for (k, v) in &e.extensions {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry("estafetaid", &e.id)?;
+        if let Some(d) = &e.data {
+            m.serialize_entry(if e.data_is_base64 { "data_base64" } else { "data" }, d)?;
+        }
+        m.end()
+    }
+}
+
 /// Why an incoming CloudEvent was refused; names the offending attribute.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{field}: {message}")]
@@ -314,6 +351,8 @@ mod tests {
         assert_eq!(ev.ty, "order.created");
         assert_eq!(ev.key.as_deref(), Some("c-9"));
         let back = ev.to_cloudevent();
+        let streamed: Value = serde_json::to_value(CloudEventJson(&ev)).unwrap();
+        assert_eq!(back, streamed);
         assert_eq!(back["data"]["total"], 42);
         assert_eq!(back["traceid"], "abc");
         assert_eq!(back["id"], "o-1");

@@ -64,6 +64,9 @@ pub enum EvalError {
 pub struct Filter {
     source: String,
     program: Arc<Program>,
+    /// Which of [`VARIABLES`] the expression names (bit i = `VARIABLES[i]`): only those are
+    /// bound, so a filter on `type` does not pay for converting the payload.
+    uses: u16,
 }
 
 impl fmt::Debug for Filter {
@@ -82,7 +85,16 @@ impl Filter {
             return Err(CompileError { line: 1, column: 1, message: "empty expression".into() });
         }
         match env().compile(source) {
-            Ok(program) => Ok(Self { source: source.to_owned(), program: Arc::new(program) }),
+            Ok(program) => {
+                let refs = program.references();
+                let mut uses = 0u16;
+                for (i, name) in VARIABLES.iter().enumerate() {
+                    if refs.has_variable(name) {
+                        uses |= 1 << i;
+                    }
+                }
+                Ok(Self { source: source.to_owned(), program: Arc::new(program), uses })
+            }
             Err(errs) => {
                 let first = errs.errors.first();
                 let (line, column) = first.map_or((1, 1), |e| {
@@ -112,7 +124,7 @@ impl Filter {
     /// A runtime CEL error or a non-boolean result.
     pub fn matches(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<bool, EvalError> {
         let mut ctx = Context::with_env(Arc::clone(env()));
-        bind_event(&mut ctx, event);
+        bind_event(&mut ctx, event, self.uses);
         for (name, value) in extra {
             ctx.add_variable_from_value(*name, json_to_cel(value));
         }
@@ -127,24 +139,25 @@ impl Filter {
     }
 }
 
-fn bind_event(ctx: &mut Context<'_, '_>, event: &Event) {
-    let ce = event.to_cloudevent();
-    ctx.add_variable_from_value("id", event.ce_id.as_str());
-    ctx.add_variable_from_value("source", event.ce_source.as_str());
-    ctx.add_variable_from_value("type", event.ty.as_str());
-    ctx.add_variable_from_value("subject", event.subject.clone().unwrap_or_default());
-    ctx.add_variable_from_value("key", event.key.clone().unwrap_or_default());
-    ctx.add_variable_from_value("tenant", event.tenant.as_str());
-    ctx.add_variable_from_value("time", CelValue::Timestamp(event.time.fixed_offset()));
-    ctx.add_variable_from_value(
-        "data",
-        event.data.as_ref().map_or(CelValue::Null, json_to_cel),
-    );
-    ctx.add_variable_from_value(
-        "extensions",
-        json_to_cel(&Value::Object(event.extensions.clone())),
-    );
-    ctx.add_variable_from_value("event", json_to_cel(&ce));
+fn bind_event(ctx: &mut Context<'_, '_>, event: &Event, uses: u16) {
+    for (i, name) in VARIABLES.iter().enumerate() {
+        if uses & (1 << i) == 0 {
+            continue;
+        }
+        let value = match *name {
+            "id" => CelValue::from(event.ce_id.as_str()),
+            "source" => CelValue::from(event.ce_source.as_str()),
+            "type" => CelValue::from(event.ty.as_str()),
+            "subject" => CelValue::from(event.subject.clone().unwrap_or_default()),
+            "key" => CelValue::from(event.key.clone().unwrap_or_default()),
+            "tenant" => CelValue::from(event.tenant.as_str()),
+            "time" => CelValue::Timestamp(event.time.fixed_offset()),
+            "data" => event.data.as_ref().map_or(CelValue::Null, json_to_cel),
+            "extensions" => json_to_cel(&Value::Object(event.extensions.clone())),
+            _ => json_to_cel(&event.to_cloudevent()),
+        };
+        ctx.add_variable_from_value(*name, value);
+    }
 }
 
 /// Converts JSON into a CEL value: integers stay integers, other numbers become doubles.
@@ -202,6 +215,20 @@ mod tests {
         let f = Filter::compile("data.total > 10.5 && court.hits > 0").unwrap();
         let court = json!({"hits": 2});
         assert!(f.matches(&event(json!({"total": 11.0}), None), &[("court", &court)]).unwrap());
+    }
+
+    #[test]
+    fn binds_only_what_is_named_but_everything_named_works() {
+        let ev = event(json!({"total": 5, "items": [1, 2, 3]}), Some("br-1"));
+        for src in [
+            r#"event.type == "order.created""#,
+            "has(data.total) && !has(data.missing)",
+            "data.items.exists(x, x > 2)",
+            r#"extensions.size() == 0 && tenant == "default" && key == """#,
+            r#"time < timestamp("2999-01-01T00:00:00Z") && id == "1" && source == "shop""#,
+        ] {
+            assert!(Filter::compile(src).unwrap().matches(&ev, &[]).unwrap(), "{src}");
+        }
     }
 
     #[test]

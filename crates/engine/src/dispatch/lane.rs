@@ -407,7 +407,7 @@ fn render(router: &Router, item: &Item, event: Arc<estafeta_core::Event>) -> Res
             (Bytes::from(text), ct)
         }
         None => {
-            let json = serde_json::to_vec(&event.to_cloudevent())
+            let json = serde_json::to_vec(&estafeta_core::event::CloudEventJson(&event))
                 .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
             (Bytes::from(json), "application/cloudevents+json")
         }
