@@ -37,3 +37,19 @@ async fn quickstart_delivers_orders_and_big_orders() {
         .collect();
     assert_eq!(texts, vec!["Big order o-2: 420".to_owned()]);
 }
+
+/// `estafeta bench` runs end to end (a small load, to keep it working; the figures come from
+/// release builds, see docs/performance.md).
+#[tokio::test]
+async fn bench_runs_a_small_load_and_reports_json() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+        .args(["bench", "--events", "400", "--batch", "10", "--connections", "4", "--ceiling-secs", "1", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let text = v.to_string();
+    assert!(text.contains("400"), "{text}");
+}
