@@ -82,7 +82,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, query: &EventQuery) -> StoreResult<Page<Event>>;
 
     /// Events of a tenant in log order starting after `after` (exclusive) or at the first
-    /// event received at or after `since`; used by replay.
+    /// event (in log order) received at or after `since`; used by replay.
     async fn scan_events(
         &self,
         tenant: &TenantId,

@@ -7,7 +7,9 @@ use serde::Serialize;
 /// An event to append, with the deliveries routing decided for it.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    /// The event.
+    /// The event. Its id must not be older than its `received_at` (make the id after taking
+    /// the time, as the ingest does; up to a second of clock step back is tolerated): reads
+    /// bounded by receipt time start from the id that time implies.
     pub event: Event,
     /// De-duplication key: the producer's `Idempotency-Key`, or `source` + `id`.
     pub dedupe_key: String,

@@ -78,10 +78,33 @@ pub(crate) fn get_events(conn: &Connection, ids: &[EventId]) -> StoreResult<Vec<
     Ok(out)
 }
 
+/// How much older than its `received_at` an event's id may be: none in practice (the ingest
+/// takes the time first, then makes the id), so this only covers the wall clock stepping
+/// back between the two. It bounds how many extra rows a time-bounded read walks.
+const ID_CLOCK_SLACK_MS: u64 = 1_000;
+
+/// The smallest event id that an event received at or after `t` can have: `evt_` and the
+/// ULID of millisecond `t - ID_CLOCK_SLACK_MS` with an all-zero random part (or "" before
+/// the epoch). Lets "received at or after `t`" start as an id range on the primary key.
+pub(crate) fn id_floor(t: &DateTime<Utc>) -> String {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    match ms.checked_sub(ID_CLOCK_SLACK_MS) {
+        Some(ms) => EventId::from_ulid(ulid::Ulid::from_parts(ms, 0)).to_string(),
+        None => String::new(),
+    }
+}
+
 /// A page of a tenant's events, newest first.
 pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> StoreResult<Page<Event>> {
     let limit = clamp_limit(q.limit);
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?");
+    // Without a type or source, walk the primary key (`+` keeps the planner off the
+    // `(tenant, type|source, id)` indexes, which would need a sort).
+    let plus = if q.ty.is_none() && q.source_id.is_none() {
+        "+"
+    } else {
+        ""
+    };
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {plus}tenant = ?");
     let mut args = vec![Value::Text(q.tenant.as_str().to_owned())];
     if let Some(ty) = &q.ty {
         sql.push_str(" AND type = ?");
@@ -91,11 +114,14 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> StoreResult<Page
         sql.push_str(" AND source_id = ?");
         args.push(Value::Text(source.clone()));
     }
-    // `+` keeps the planner on an id-ordered index: pages stay cheap however wide the range.
+    // The id floor ends the walk early; the exact condition decides.
     if let Some(since) = &q.since {
-        sql.push_str(" AND +received_at >= ?");
+        sql.push_str(" AND id >= ? AND +received_at >= ?");
+        args.push(Value::Text(id_floor(since)));
         args.push(Value::Text(ts(since)));
     }
+    // No id ceiling for `until`: an id may be much newer than its `received_at` (the clock
+    // stepped back, or an event was stored with an older receipt time), so it is a filter.
     if let Some(until) = &q.until {
         sql.push_str(" AND +received_at < ?");
         args.push(Value::Text(ts(until)));
@@ -111,7 +137,8 @@ pub(crate) fn list_events(conn: &Connection, q: &EventQuery) -> StoreResult<Page
     Ok(page(items, limit, |e| e.id.to_string()))
 }
 
-/// A tenant's events in log order, after `after` or from the first received at/after `since`.
+/// A tenant's events in log order, after `after` or from the first one (in log order)
+/// received at/after `since`.
 pub(crate) fn scan_events(
     conn: &Connection,
     tenant: &str,
@@ -122,13 +149,14 @@ pub(crate) fn scan_events(
     let limit = sql_limit(clamp_limit(limit));
     let mut from = after.map(|id| (id.to_string(), false));
     if let Some(since) = since {
+        // Walks from the id floor: at most `ID_CLOCK_SLACK_MS` of earlier events.
         let start: Option<String> = conn
             .prepare_cached(
-                "SELECT id FROM events WHERE tenant = ?1 AND received_at >= ?2
-                 ORDER BY received_at, id LIMIT 1",
+                "SELECT id FROM events WHERE +tenant = ?1 AND id >= ?2 AND +received_at >= ?3
+                 ORDER BY id LIMIT 1",
             )
             .and_then(|mut s| {
-                s.query_row(params![tenant, ts(&since)], |r| r.get(0))
+                s.query_row(params![tenant, id_floor(&since), ts(&since)], |r| r.get(0))
                     .optional()
             })
             .map_err(from_sqlite)?;
@@ -142,7 +170,7 @@ pub(crate) fn scan_events(
     }
     let sql = |op: &str| {
         format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant = ?1 AND id {op} ?2
+            "SELECT {EVENT_COLUMNS} FROM events WHERE +tenant = ?1 AND id {op} ?2
              ORDER BY id LIMIT ?3"
         )
     };
@@ -172,12 +200,16 @@ pub(crate) fn get_delivery(
 /// A page of a tenant's deliveries, newest first.
 pub(crate) fn list_deliveries(conn: &Connection, q: &DeliveryQuery) -> StoreResult<Page<Delivery>> {
     let limit = clamp_limit(q.limit);
-    // With an event id, its index is the selective one: `+` keeps the planner off the others.
-    let plus = if q.event_id.is_some() { "+" } else { "" };
-    let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {plus}tenant = ?");
+    // With an event id, its index is the selective one; with a status (and no event id),
+    // `(tenant, status, id)`; otherwise the walk goes down the primary key. `+` keeps the
+    // planner off the index that is not meant.
+    let by_status = q.status.is_some() && q.event_id.is_none();
+    let (tenant_plus, status_plus) = if by_status { ("", "") } else { ("+", "+") };
+    let mut sql =
+        format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {tenant_plus}tenant = ?");
     let mut args = vec![Value::Text(q.tenant.as_str().to_owned())];
     if let Some(status) = q.status {
-        sql.push_str(&format!(" AND {plus}status = ?"));
+        sql.push_str(&format!(" AND {status_plus}status = ?"));
         args.push(Value::Text(status.as_str().to_owned()));
     }
     if let Some(route) = &q.route_id {
@@ -220,23 +252,60 @@ pub(crate) fn attempts(conn: &Connection, delivery: DeliveryId) -> StoreResult<V
     collect(conn, &sql, [delivery.to_string()], attempt_from_row)
 }
 
-/// Pending and retrying deliveries in id order after `after`.
+/// Pending and retrying deliveries in id order after `after`. There is no index of them in
+/// id order across destinations: the next `limit` ids of each destination come from
+/// `deliveries_unfinished` and are merged, so a page costs (destinations × limit) index
+/// entries and `limit` row reads, however many finished deliveries there are.
 pub(crate) fn unfinished_deliveries(
     conn: &Connection,
     after: Option<DeliveryId>,
     limit: usize,
 ) -> StoreResult<Vec<Delivery>> {
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries
-         WHERE status IN ('pending', 'retrying') AND id > ?1 ORDER BY id LIMIT ?2"
-    );
+    let limit = clamp_limit(limit);
     let after = after.map(|id| id.to_string()).unwrap_or_default();
-    collect(
-        conn,
-        &sql,
-        params![after, sql_limit(clamp_limit(limit))],
-        delivery_from_row,
-    )
+    let mut next_destination = conn
+        .prepare_cached(
+            "SELECT destination_id FROM deliveries
+             WHERE destination_id > ?1 AND status IN ('pending', 'retrying')
+             ORDER BY destination_id LIMIT 1",
+        )
+        .map_err(from_sqlite)?;
+    let mut ids_of = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries
+             WHERE destination_id = ?1 AND status IN ('pending', 'retrying') AND id > ?2
+             ORDER BY id LIMIT ?3",
+        )
+        .map_err(from_sqlite)?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut destination = String::new();
+    loop {
+        let found: Option<String> = next_destination
+            .query_row([&destination], |r| r.get(0))
+            .optional()
+            .map_err(from_sqlite)?;
+        let Some(found) = found else { break };
+        let mut rows = ids_of
+            .query(params![found, after, sql_limit(limit)])
+            .map_err(from_sqlite)?;
+        while let Some(row) = rows.next().map_err(from_sqlite)? {
+            ids.push(row.get(0).map_err(from_sqlite)?);
+        }
+        // Keep only the smallest `limit` so far, so memory stays at 2 × limit ids.
+        if ids.len() > limit {
+            ids.sort_unstable();
+            ids.truncate(limit);
+        }
+        destination = found;
+    }
+    ids.sort_unstable();
+    ids.truncate(limit);
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1");
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(collect(conn, &sql, [id], delivery_from_row)?);
+    }
+    Ok(out)
 }
 
 /// Unfinished deliveries of one destination in id order after `after`.
@@ -322,18 +391,49 @@ mod tests {
     }
 
     #[test]
+    fn the_id_floor_is_the_first_id_of_the_slack_millisecond() {
+        use chrono::TimeZone;
+        let ms = 1_767_225_600_123_i64;
+        let t = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+        let floor_ms = u64::try_from(ms).unwrap_or(0) - ID_CLOCK_SLACK_MS;
+        let id = |ms: u64, random: u128| EventId::from_ulid(ulid::Ulid::from_parts(ms, random));
+        let floor = id_floor(&t);
+        assert_eq!(floor, id(floor_ms, 0).to_string());
+        // Any nanosecond within the millisecond gives the same floor.
+        let late = t + chrono::Duration::nanoseconds(999_999);
+        assert_eq!(id_floor(&late), floor);
+        // Ids of the floor's millisecond are in; the last id of the one before is out.
+        assert!(id(floor_ms, 0).to_string() >= floor);
+        assert!(id(floor_ms, u128::MAX).to_string() >= floor);
+        assert!(id(floor_ms - 1, u128::MAX).to_string() < floor);
+        // Before the epoch (plus slack) everything is in.
+        let early = Utc.timestamp_millis_opt(999).single().unwrap_or_default();
+        assert_eq!(id_floor(&early), "");
+        let old = Utc.timestamp_millis_opt(-5).single().unwrap_or_default();
+        assert_eq!(id_floor(&old), "");
+    }
+
+    /// How plans name the index on `events.id`.
+    const EVENTS_ID: &str = "sqlite_autoindex_events_1";
+
+    #[test]
     fn common_queries_use_their_indexes() {
         let mut conn = Connection::open_in_memory().expect("db");
         super::super::schema::migrate(&mut conn).expect("migrate");
         let cases = [
             (
-                "SELECT id FROM events WHERE tenant = ? AND id < ? ORDER BY id DESC LIMIT 5",
+                "SELECT id FROM events WHERE +tenant = ? AND id < ? ORDER BY id DESC LIMIT 5",
                 2,
-                "events_tenant_id",
+                EVENTS_ID,
             ),
             (
-                "SELECT id FROM events WHERE tenant = ? AND type = ? AND +received_at >= ? ORDER BY id DESC LIMIT 5",
+                "SELECT id FROM events WHERE +tenant = ? AND id >= ? AND +received_at >= ? ORDER BY id DESC LIMIT 5",
                 3,
+                EVENTS_ID,
+            ),
+            (
+                "SELECT id FROM events WHERE tenant = ? AND type = ? AND id >= ? AND +received_at >= ? ORDER BY id DESC LIMIT 5",
+                4,
                 "events_tenant_type_id",
             ),
             (
@@ -342,14 +442,24 @@ mod tests {
                 "events_tenant_source_id",
             ),
             (
-                "SELECT id FROM events WHERE tenant = ? AND received_at >= ? ORDER BY received_at, id LIMIT 1",
-                2,
-                "events_tenant_received",
+                "SELECT id FROM events WHERE +tenant = ?1 AND id >= ?2 AND +received_at >= ?3 ORDER BY id LIMIT 1",
+                3,
+                EVENTS_ID,
             ),
             (
-                "SELECT id FROM deliveries WHERE tenant = ? ORDER BY id DESC LIMIT 5",
-                1,
-                "deliveries_tenant_id",
+                "SELECT id FROM events WHERE id = ? AND tenant = ?",
+                2,
+                EVENTS_ID,
+            ),
+            (
+                "SELECT id FROM deliveries WHERE +tenant = ? AND +destination_id = ? ORDER BY id DESC LIMIT 5",
+                2,
+                "SCAN deliveries",
+            ),
+            (
+                "SELECT id FROM deliveries WHERE +tenant = ? AND id < ? ORDER BY id DESC LIMIT 5",
+                2,
+                "PRIMARY KEY (id<?)",
             ),
             (
                 "SELECT id FROM deliveries WHERE tenant = ? AND status = ? AND route_id = ? ORDER BY id DESC LIMIT 5",
@@ -362,19 +472,24 @@ mod tests {
                 "deliveries_event_id",
             ),
             (
-                "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying') AND id > ? ORDER BY id LIMIT 5",
+                "SELECT destination_id FROM deliveries WHERE destination_id > ? AND status IN ('pending', 'retrying') ORDER BY destination_id LIMIT 1",
                 1,
                 "deliveries_unfinished",
             ),
             (
-                "SELECT destination_id, status, COUNT(*) FROM deliveries GROUP BY destination_id, status ORDER BY destination_id, status",
-                0,
-                "deliveries_destination_status",
+                "SELECT id FROM deliveries WHERE destination_id = ? AND status IN ('pending', 'retrying') AND id > ? ORDER BY id LIMIT 5",
+                2,
+                "deliveries_unfinished",
+            ),
+            (
+                "UPDATE deliveries SET status = 'delivered' WHERE id = ?",
+                1,
+                "PRIMARY KEY",
             ),
             (
                 "SELECT id FROM attempts WHERE delivery_id = ? ORDER BY started_at, id",
                 1,
-                "attempts_delivery_id",
+                "PRIMARY KEY",
             ),
         ];
         for (sql, args, index) in cases {

@@ -1,10 +1,11 @@
 //! Integration tests of `estafeta-store`: the shared behaviour suite run against SQLite (a
-//! fresh database in its own temporary folder per test), SQLite-only checks, and a
-//! throughput check run by hand.
+//! fresh database in its own temporary folder per test), SQLite-only checks (time
+//! bounds at millisecond edges among them), and a throughput check run by hand.
 
 mod sqlite;
 mod suite;
 mod throughput;
+mod time_bounds;
 
 use std::sync::Arc;
 use std::time::Duration;

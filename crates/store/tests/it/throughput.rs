@@ -5,15 +5,18 @@
 //! ```
 //!
 //! 64 concurrent tasks append 200,000 events (~300 bytes of data, one delivery each), first
-//! one event per call, then 100 events per call, and print events per second.
+//! one event per call, then 100 events per call, and print events per second; after the
+//! one-per-call run they record one attempt per delivery, one per call, and print attempts
+//! per second. Each line also shows the bytes the process wrote to storage per item.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use estafeta_core::DeliveryStatus;
+use chrono::Utc;
 use estafeta_core::metric_names::{STORE_BATCH_SIZE, STORE_COMMIT_DURATION};
-use estafeta_store::{NewEvent, SqliteOptions, SqliteStore, Store};
+use estafeta_core::{Attempt, AttemptId, AttemptOutcome, DeliveryId, DeliveryStatus};
+use estafeta_store::{AttemptRecord, NewEvent, SqliteOptions, SqliteStore, Store};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use serde_json::json;
 
@@ -135,7 +138,76 @@ fn cpu_seconds() -> [f64; 3] {
     [writer, checkpoint, process]
 }
 
-async fn run(per_call: usize) -> f64 {
+/// Bytes this process has made the kernel write to storage so far (Linux only).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A successful attempt of `delivery`.
+fn attempt(delivery: DeliveryId) -> AttemptRecord {
+    AttemptRecord {
+        attempt: Attempt {
+            id: AttemptId::new(),
+            delivery_id: delivery,
+            started_at: Utc::now(),
+            duration_ms: 3,
+            outcome: AttemptOutcome::Delivered,
+            status_code: Some(200),
+            error: None,
+            response_excerpt: Some("ok".to_owned()),
+        },
+        status: DeliveryStatus::Delivered,
+        attempts: 1,
+        next_at: None,
+        last_error: None,
+    }
+}
+
+/// Records one attempt per delivery, one per call, from `TASKS` tasks.
+async fn record(store: &Arc<dyn Store>, deliveries: Vec<DeliveryId>) {
+    take_stats();
+    let [writer_before, _, process_before] = cpu_seconds();
+    let written_before = written_bytes();
+    let started = Instant::now();
+    let deliveries = Arc::new(deliveries);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(store);
+        let deliveries = Arc::clone(&deliveries);
+        tasks.spawn(async move {
+            for i in (t..deliveries.len()).step_by(TASKS) {
+                store
+                    .record_attempts(vec![attempt(deliveries[i])])
+                    .await
+                    .expect("record");
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = deliveries.len() as f64;
+    let [writer_cpu, _, process_after] = cpu_seconds();
+    println!(
+        "  1 attempt per call:  {n} attempts in {elapsed:.2} s = {:.0} attempts/s \
+         ({}; written {:.0} B/attempt; CPU per attempt: writer {:.1} µs, process {:.1} µs)",
+        n / elapsed,
+        take_stats(),
+        (written_bytes() - written_before) as f64 / n,
+        (writer_cpu - writer_before) / n * 1e6,
+        (process_after - process_before) / n * 1e6,
+    );
+}
+
+async fn run(per_call: usize, attempts: bool) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(SqliteOptions::new(dir.path().join("tp.db")))
@@ -145,20 +217,26 @@ async fn run(per_call: usize) -> f64 {
     let calls = TOTAL / per_call;
     take_stats();
     let [_, _, process_before] = cpu_seconds();
+    let written_before = written_bytes();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..TASKS {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
+            let mut deliveries = Vec::new();
             // Task t makes calls t, t + TASKS, t + 2 * TASKS, …: `calls` in all.
             for call in (t..calls).step_by(TASKS) {
-                let batch = (0..per_call).map(|i| sample(call * per_call + i)).collect();
+                let batch: Vec<NewEvent> =
+                    (0..per_call).map(|i| sample(call * per_call + i)).collect();
+                deliveries.extend(batch.iter().flat_map(|e| e.deliveries.iter().map(|d| d.id)));
                 store.append(batch).await.expect("append");
             }
+            deliveries
         });
     }
+    let mut deliveries = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        joined.expect("task");
+        deliveries.extend(joined.expect("task"));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let events = (calls * per_call) as f64;
@@ -167,18 +245,24 @@ async fn run(per_call: usize) -> f64 {
         std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len()) / (1024 * 1024)
     };
     let wal = mib("tp.db-wal");
-    store.close().await;
+    let written = written_bytes() - written_before;
     println!(
         "{per_call:>3} event(s) per call: {events} events in {elapsed:.2} s = {:.0} events/s \
-         (db {} MiB, WAL {wal} MiB; {}; CPU per event: writer {:.1} µs, checkpoints {:.1} µs, \
-         process {:.1} µs)",
+         (db {} MiB, WAL {wal} MiB; {}; written {:.0} B/event; CPU per event: writer {:.1} µs, \
+         checkpoints {:.1} µs, process {:.1} µs)",
         events / elapsed,
         mib("tp.db"),
         take_stats(),
+        written as f64 / events,
         writer_cpu / events * 1e6,
         checkpoint_cpu / events * 1e6,
         (process_after - process_before) / events * 1e6,
     );
+    if attempts {
+        deliveries.sort_unstable();
+        record(&store, deliveries).await;
+    }
+    store.close().await;
     events / elapsed
 }
 
@@ -187,6 +271,6 @@ async fn run(per_call: usize) -> f64 {
 async fn throughput() {
     // Fails only if another test installed a recorder first; the numbers are then zero.
     let _ = metrics::set_global_recorder(StatsRecorder);
-    run(1).await;
-    run(100).await;
+    run(1, true).await;
+    run(100, false).await;
 }
