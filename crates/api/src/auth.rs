@@ -61,18 +61,26 @@ impl Auth {
 
     fn check(&self, token: &str) -> Option<Principal> {
         let d = Sha256::digest(token.as_bytes());
-        bool::from(d.as_slice().ct_eq(&self.admin_digest))
-            .then(|| Principal { tenant: TenantId::default() })
+        bool::from(d.as_slice().ct_eq(&self.admin_digest)).then(|| Principal {
+            tenant: TenantId::default(),
+        })
     }
 }
 
 /// Middleware: rejects requests without a valid bearer token with 401.
-pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match token.and_then(|t| state.auth.check(t)) {
         Some(p) => {

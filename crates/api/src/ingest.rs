@@ -2,7 +2,6 @@
 //! disk.
 
 use axum::Json;
-use futures::StreamExt as _;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
@@ -12,6 +11,7 @@ use chrono::Utc;
 use estafeta_core::event::parse_cloudevent;
 use estafeta_engine::Incoming;
 use estafeta_store::AppendOutcome;
+use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -49,9 +49,11 @@ pub(crate) async fn post_events(
     let Query(params) = query
         .map_err(|e| Problem::bad_request(format!("invalid query string: {}", e.body_text())))?;
     let source_id = params.source.unwrap_or_else(|| "http".to_owned());
-    if !state.http_sources.iter().any(|s| *s == source_id) {
-        return Err(Problem::not_found(format!("no http source `{source_id}` is configured"))
-            .field("source"));
+    if !state.http_sources.contains(&source_id) {
+        return Err(
+            Problem::not_found(format!("no http source `{source_id}` is configured"))
+                .field("source"),
+        );
     }
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -78,17 +80,25 @@ pub(crate) async fn post_events(
     };
     let limit = state.max_body_bytes;
     let too_large = || {
-        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large")
-            .detail(format!("the body is larger than the limit of {limit} bytes"))
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .detail(format!(
+            "the body is larger than the limit of {limit} bytes"
+        ))
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let bytes = read_limited(body, limit, declared).await.map_err(|e| match e {
-        ReadError::TooLarge => too_large(),
-        ReadError::Broken(e) => Problem::bad_request(format!("cannot read the body: {e}")),
-    })?;
+    let bytes = read_limited(body, limit, declared)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => too_large(),
+            ReadError::Broken(e) => Problem::bad_request(format!("cannot read the body: {e}")),
+        })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         Problem::bad_request(format!(
             "malformed JSON at line {}, column {}: {e}",
@@ -104,7 +114,10 @@ pub(crate) async fn post_events(
         .filter(|v| !v.is_empty())
         .map(str::to_owned);
     if idem.as_ref().is_some_and(|k| k.len() > 255) {
-        return Err(Problem::bad_request("Idempotency-Key is longer than 255 characters").field("Idempotency-Key"));
+        return Err(
+            Problem::bad_request("Idempotency-Key is longer than 255 characters")
+                .field("Idempotency-Key"),
+        );
     }
     let now = Utc::now();
     let was_array = value.is_array();
@@ -112,16 +125,25 @@ pub(crate) async fn post_events(
         Value::Array(items) => items,
         obj @ Value::Object(_) if !batch_ct => vec![obj],
         _ if batch_ct => {
-            return Err(Problem::bad_request("a batch must be a JSON array of CloudEvents").field("$"));
+            return Err(
+                Problem::bad_request("a batch must be a JSON array of CloudEvents").field("$"),
+            );
         }
-        _ => return Err(Problem::bad_request("expected a CloudEvent JSON object or an array of them").field("$")),
+        _ => {
+            return Err(Problem::bad_request(
+                "expected a CloudEvent JSON object or an array of them",
+            )
+            .field("$"));
+        }
     };
     let is_batch = batch_ct || was_array;
     if items.is_empty() {
         return Err(Problem::bad_request("the batch is empty").field("$"));
     }
     if items.len() > MAX_BATCH {
-        return Err(Problem::bad_request(format!("a batch holds at most {MAX_BATCH} events")).field("$"));
+        return Err(
+            Problem::bad_request(format!("a batch holds at most {MAX_BATCH} events")).field("$"),
+        );
     }
     let mut incoming = Vec::with_capacity(items.len());
     let n = items.len();
@@ -138,7 +160,10 @@ pub(crate) async fn post_events(
         incoming.push(Incoming { event, dedupe_key });
     }
     let outcomes = state.engine.ingest(incoming).await?;
-    let duplicates = outcomes.iter().filter(|o| matches!(o, AppendOutcome::Duplicate(_))).count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| matches!(o, AppendOutcome::Duplicate(_)))
+        .count();
     let ids = outcomes.iter().map(|o| o.id().to_string()).collect();
     Ok((StatusCode::ACCEPTED, Json(Accepted { ids, duplicates })).into_response())
 }
@@ -150,7 +175,11 @@ enum ReadError {
 
 /// Reads the body up to `limit` bytes. A larger body is still drained (up to a bound) so the
 /// client, which usually sends everything before reading, gets the 413 instead of a reset.
-async fn read_limited(body: Body, limit: usize, declared: Option<usize>) -> Result<bytes::Bytes, ReadError> {
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<bytes::Bytes, ReadError> {
     const DRAIN_FACTOR: usize = 16;
     let drain_bound = limit.saturating_mul(DRAIN_FACTOR);
     if declared.is_some_and(|n| n > drain_bound) {

@@ -53,7 +53,10 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok" }))
@@ -61,12 +64,18 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
-                .detail("this endpoint does not accept that method; see /openapi.json")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+            .detail("this endpoint does not accept that method; see /openapi.json")
         })
         // Ingest reads the body itself with its own limit and a problem document; this
         // outer bound stops anything else from buffering more.
-        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes.saturating_add(1)))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.max_body_bytes.saturating_add(1),
+        ))
         .with_state(state)
 }
 
@@ -78,7 +87,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -22,7 +22,9 @@ fn parse_time(field: &str, v: Option<&String>) -> Result<Option<DateTime<Utc>>, 
     v.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| Problem::bad_request(format!("`{s}` is not an RFC 3339 time ({e})")).field(field))
+            .map_err(|e| {
+                Problem::bad_request(format!("`{s}` is not an RFC 3339 time ({e})")).field(field)
+            })
     })
     .transpose()
 }
@@ -71,7 +73,8 @@ fn parse_id<T: std::str::FromStr>(field: &str, s: &str) -> Result<T, Problem>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse::<T>().map_err(|e| Problem::bad_request(e.to_string()).field(field))
+    s.parse::<T>()
+        .map_err(|e| Problem::bad_request(e.to_string()).field(field))
 }
 
 pub(crate) async fn get_event(
@@ -81,7 +84,10 @@ pub(crate) async fn get_event(
 ) -> Result<Json<Value>, Problem> {
     let id: EventId = parse_id("id", &id)?;
     let store = state.engine.store();
-    let event = store.get_event(&who.tenant, id).await?.ok_or_else(|| Problem::not_found(format!("no event `{id}`")))?;
+    let event = store
+        .get_event(&who.tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no event `{id}`")))?;
     let deliveries = store.deliveries_for_event(id).await?;
     let mut v = json!(event);
     v["deliveries"] = json!(deliveries);
@@ -109,9 +115,16 @@ pub(crate) async fn list_deliveries(
     let status = p
         .status
         .as_deref()
-        .map(|s| s.parse::<DeliveryStatus>().map_err(|e| Problem::bad_request(e.to_string()).field("status")))
+        .map(|s| {
+            s.parse::<DeliveryStatus>()
+                .map_err(|e| Problem::bad_request(e.to_string()).field("status"))
+        })
         .transpose()?;
-    let event_id = p.event.as_deref().map(|s| parse_id::<EventId>("event", s)).transpose()?;
+    let event_id = p
+        .event
+        .as_deref()
+        .map(|s| parse_id::<EventId>("event", s))
+        .transpose()?;
     let q = DeliveryQuery {
         tenant: who.tenant,
         status,
@@ -132,7 +145,10 @@ pub(crate) async fn get_delivery(
 ) -> Result<Json<Value>, Problem> {
     let id: DeliveryId = parse_id("id", &id)?;
     let store = state.engine.store();
-    let d = store.get_delivery(&who.tenant, id).await?.ok_or_else(|| Problem::not_found(format!("no delivery `{id}`")))?;
+    let d = store
+        .get_delivery(&who.tenant, id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no delivery `{id}`")))?;
     let attempts = store.attempts(id).await?;
     let mut v = json!(d);
     v["history"] = json!(attempts);
@@ -172,10 +188,18 @@ pub(crate) async fn replay_route(
         ))
     })?;
     let from = match (body.from.as_ref(), body.after_event.as_deref()) {
-        (Some(_), Some(_)) => return Err(Problem::bad_request("give either `from` or `after_event`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "give either `from` or `after_event`, not both",
+            ));
+        }
         (Some(t), None) => ReplayFrom::Time(parse_time("from", Some(t))?.unwrap_or_else(Utc::now)),
         (None, Some(e)) => ReplayFrom::AfterEvent(parse_id("after_event", e)?),
-        (None, None) => return Err(Problem::bad_request("give `from` (an RFC 3339 time) or `after_event` (an event id)")),
+        (None, None) => {
+            return Err(Problem::bad_request(
+                "give `from` (an RFC 3339 time) or `after_event` (an event id)",
+            ));
+        }
     };
     // Run to the end even if the client goes away: a replay stopped halfway would leave
     // some events re-sent and others not.
@@ -187,11 +211,18 @@ pub(crate) async fn replay_route(
 }
 
 pub(crate) async fn list_routes(State(state): State<AppState>) -> Json<Value> {
-    let items: Vec<Value> = state.engine.router().route_ids().map(|id| json!({"id": id})).collect();
+    let items: Vec<Value> = state
+        .engine
+        .router()
+        .route_ids()
+        .map(|id| json!({"id": id}))
+        .collect();
     Json(json!({ "items": items }))
 }
 
-pub(crate) async fn list_destinations(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn list_destinations(
+    State(state): State<AppState>,
+) -> Result<Json<Value>, Problem> {
     let counts = state.engine.store().delivery_counts().await?;
     let items: Vec<Value> = state
         .engine

@@ -57,7 +57,12 @@ impl Problem {
 
     /// 400 for a bad request.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid-request", "The request is not valid").detail(detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "The request is not valid",
+        )
+        .detail(detail)
     }
 
     /// 404.
@@ -67,14 +72,22 @@ impl Problem {
 
     /// 401.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
-            .detail("send `Authorization: Bearer <token>` with a valid API token")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+        )
+        .detail("send `Authorization: Bearer <token>` with a valid API token")
     }
 
     /// 503, with `Retry-After`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
-            .detail(detail);
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable",
+        )
+        .detail(detail);
         p.retry_after = Some(5);
         p
     }
@@ -90,7 +103,8 @@ impl IntoResponse for Problem {
             HeaderValue::from_static("application/problem+json"),
         );
         if let Some(s) = retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -102,7 +116,9 @@ impl From<StoreError> for Problem {
             StoreError::Invalid(msg) => Self::bad_request(msg),
             other => {
                 tracing::error!(error = %other, "store error");
-                Self::unavailable("the event store cannot take this request right now; nothing was written, retry later")
+                Self::unavailable(
+                    "the event store cannot take this request right now; nothing was written, retry later",
+                )
             }
         }
     }
@@ -118,7 +134,11 @@ impl From<EngineError> for Problem {
             }
             EngineError::MissingDestination(m) => {
                 tracing::error!(dest_id = %m, "destination missing");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                )
             }
         }
     }

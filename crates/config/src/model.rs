@@ -70,7 +70,9 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { dedupe_window: DurationText::from_secs(24 * 3600) }
+        Self {
+            dedupe_window: DurationText::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -87,7 +89,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".to_owned() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
     }
 }
 

@@ -80,7 +80,9 @@ impl ProcessLookup {
     /// Reads `ESTAFETA_SECRETS_DIR` from the environment.
     #[must_use]
     pub fn from_env() -> Self {
-        Self { secrets_dir: std::env::var_os("ESTAFETA_SECRETS_DIR").map(Into::into) }
+        Self {
+            secrets_dir: std::env::var_os("ESTAFETA_SECRETS_DIR").map(Into::into),
+        }
     }
 }
 
@@ -92,7 +94,13 @@ impl Lookup for ProcessLookup {
     fn secret(&self, name: &str) -> Option<String> {
         let var: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if let Ok(v) = std::env::var(format!("ESTAFETA_SECRET_{var}")) {
             return Some(v);
@@ -101,7 +109,9 @@ impl Lookup for ProcessLookup {
         if name.contains(['/', '\\']) || name.starts_with('.') {
             return None;
         }
-        std::fs::read_to_string(dir.join(name)).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
     }
 }
 
@@ -112,7 +122,9 @@ pub enum ResolveError {
     #[error("environment variable `{0}` is not set")]
     MissingEnv(String),
     /// `${secret:NAME}` with no such secret.
-    #[error("secret `{0}` is not defined (set ESTAFETA_SECRET_{1} or put a file named `{0}` in ESTAFETA_SECRETS_DIR)")]
+    #[error(
+        "secret `{0}` is not defined (set ESTAFETA_SECRET_{1} or put a file named `{0}` in ESTAFETA_SECRETS_DIR)"
+    )]
     MissingSecret(String, String),
     /// A malformed reference.
     #[error("malformed reference `{0}`: write `${{env:NAME}}` or `${{secret:NAME}}`")]
@@ -145,7 +157,9 @@ pub fn resolve(raw: &str, lookup: &dyn Lookup) -> Result<Resolved, ResolveError>
         }
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 2..];
-        let end = after.find('}').ok_or_else(|| ResolveError::Malformed(rest[pos..].to_owned()))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| ResolveError::Malformed(rest[pos..].to_owned()))?;
         let reference = &after[..end];
         let (kind, name) = reference
             .split_once(':')
@@ -156,13 +170,21 @@ pub fn resolve(raw: &str, lookup: &dyn Lookup) -> Result<Resolved, ResolveError>
         }
         match kind.trim() {
             "env" => out.push_str(
-                &lookup.env(name).ok_or_else(|| ResolveError::MissingEnv(name.to_owned()))?,
+                &lookup
+                    .env(name)
+                    .ok_or_else(|| ResolveError::MissingEnv(name.to_owned()))?,
             ),
             "secret" => {
                 let v = lookup.secret(name).ok_or_else(|| {
                     let var = name
                         .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() {
+                                c.to_ascii_uppercase()
+                            } else {
+                                '_'
+                            }
+                        })
                         .collect();
                     ResolveError::MissingSecret(name.to_owned(), var)
                 })?;
@@ -174,7 +196,10 @@ pub fn resolve(raw: &str, lookup: &dyn Lookup) -> Result<Resolved, ResolveError>
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(Resolved { value: Secret(out), has_secret })
+    Ok(Resolved {
+        value: Secret(out),
+        has_secret,
+    })
 }
 
 #[cfg(test)]
@@ -203,9 +228,20 @@ mod tests {
 
     #[test]
     fn reports_what_is_missing() {
-        assert_eq!(resolve("${env:NOPE}", &Fixed).unwrap_err(), ResolveError::MissingEnv("NOPE".into()));
-        assert!(matches!(resolve("${secret:x-y}", &Fixed), Err(ResolveError::MissingSecret(_, v)) if v == "X_Y"));
-        assert!(matches!(resolve("${env:HOST", &Fixed), Err(ResolveError::Malformed(_))));
-        assert!(matches!(resolve("${vault:a}", &Fixed), Err(ResolveError::Malformed(_))));
+        assert_eq!(
+            resolve("${env:NOPE}", &Fixed).unwrap_err(),
+            ResolveError::MissingEnv("NOPE".into())
+        );
+        assert!(
+            matches!(resolve("${secret:x-y}", &Fixed), Err(ResolveError::MissingSecret(_, v)) if v == "X_Y")
+        );
+        assert!(matches!(
+            resolve("${env:HOST", &Fixed),
+            Err(ResolveError::Malformed(_))
+        ));
+        assert!(matches!(
+            resolve("${vault:a}", &Fixed),
+            Err(ResolveError::Malformed(_))
+        ));
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use estafeta_core::RetryPolicy;
 use estafeta_core::expr::Filter;
 use estafeta_core::template::TemplateSet;
-use estafeta_core::RetryPolicy;
 use serde_saphyr::Spanned;
 
 use crate::errors::{ConfigError, ConfigErrors};
@@ -119,7 +119,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err_at(&mut self, line: u64, column: u64, field: impl Into<String>, message: impl Into<String>) {
+    fn err_at(
+        &mut self,
+        line: u64,
+        column: u64,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(ConfigError {
             file: self.file.to_owned(),
             line,
@@ -164,15 +170,24 @@ impl Ctx<'_> {
 /// Every problem found.
 #[allow(clippy::too_many_lines)]
 pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Config, ConfigErrors> {
-    let mut cx = Ctx { file, lookup, errors: Vec::new(), entry: (0, 0) };
+    let mut cx = Ctx {
+        file,
+        lookup,
+        errors: Vec::new(),
+        entry: (0, 0),
+    };
 
     let listen = match raw.server.listen.value.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            cx.err(&raw.server.listen, "server.listen", format!(
-                "`{}` is not an address; write e.g. `127.0.0.1:8080` or `0.0.0.0:8080`",
-                raw.server.listen.value
-            ));
+            cx.err(
+                &raw.server.listen,
+                "server.listen",
+                format!(
+                    "`{}` is not an address; write e.g. `127.0.0.1:8080` or `0.0.0.0:8080`",
+                    raw.server.listen.value
+                ),
+            );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }
     };
@@ -186,23 +201,42 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         .and_then(|t| cx.resolve(t, "server.admin_token"))
         .map(|r| r.value);
     if admin_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-        let (l, c) = raw.server.admin_token.as_ref().map_or((0, 0), Text::position);
-        cx.err_at(l, c, "server.admin_token", "must be at least 16 characters long");
+        let (l, c) = raw
+            .server
+            .admin_token
+            .as_ref()
+            .map_or((0, 0), Text::position);
+        cx.err_at(
+            l,
+            c,
+            "server.admin_token",
+            "must be at least 16 characters long",
+        );
     }
 
     let storage = match &raw.storage {
-        None => StorageSettings::Sqlite { path: PathBuf::from("./estafeta-data/estafeta.db") },
-        Some(s) => match s.value.strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => StorageSettings::Sqlite { path: PathBuf::from(p) },
-            _ if s.value.starts_with("postgres://") || s.value.starts_with("postgresql://") => {
-                cx.err(s, "storage", "PostgreSQL storage (cluster mode) is not available in this version; use `sqlite://PATH`");
-                StorageSettings::Sqlite { path: PathBuf::new() }
-            }
-            _ => {
-                cx.err(s, "storage", format!("`{}` is not a storage URL; write `sqlite://./estafeta-data/estafeta.db`", s.value));
-                StorageSettings::Sqlite { path: PathBuf::new() }
-            }
+        None => StorageSettings::Sqlite {
+            path: PathBuf::from("./estafeta-data/estafeta.db"),
         },
+        Some(s) => {
+            match s.value.strip_prefix("sqlite://") {
+                Some(p) if !p.is_empty() => StorageSettings::Sqlite {
+                    path: PathBuf::from(p),
+                },
+                _ if s.value.starts_with("postgres://") || s.value.starts_with("postgresql://") => {
+                    cx.err(s, "storage", "PostgreSQL storage (cluster mode) is not available in this version; use `sqlite://PATH`");
+                    StorageSettings::Sqlite {
+                        path: PathBuf::new(),
+                    }
+                }
+                _ => {
+                    cx.err(s, "storage", format!("`{}` is not a storage URL; write `sqlite://./estafeta-data/estafeta.db`", s.value));
+                    StorageSettings::Sqlite {
+                        path: PathBuf::new(),
+                    }
+                }
+            }
+        }
     };
 
     cx.entry = (0, 0);
@@ -213,16 +247,26 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         let field = format!("sources[{i}].id");
         check_id(&mut cx, &s.id, &field);
         if !source_ids.insert(s.id.value.clone()) {
-            cx.err(&s.id, field, format!("duplicate source id `{}`", s.id.value));
+            cx.err(
+                &s.id,
+                field,
+                format!("duplicate source id `{}`", s.id.value),
+            );
         }
         let kind = match s.kind {
             SourceKind::Http(_) => SourceKindSettings::Http,
         };
-        sources.push(SourceSettings { id: s.id.value.clone(), kind });
+        sources.push(SourceSettings {
+            id: s.id.value.clone(),
+            kind,
+        });
     }
     if !source_ids.contains("http") {
         source_ids.insert("http".to_owned());
-        sources.push(SourceSettings { id: "http".to_owned(), kind: SourceKindSettings::Http });
+        sources.push(SourceSettings {
+            id: "http".to_owned(),
+            kind: SourceKindSettings::Http,
+        });
     }
 
     // Destinations.
@@ -233,36 +277,63 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         cx.entry = (d.id.referenced.line(), d.id.referenced.column());
         check_id(&mut cx, &d.id, &format!("{p}.id"));
         if !dest_ids.insert(d.id.value.clone()) {
-            cx.err(&d.id, format!("{p}.id"), format!("duplicate destination id `{}`", d.id.value));
+            cx.err(
+                &d.id,
+                format!("{p}.id"),
+                format!("duplicate destination id `{}`", d.id.value),
+            );
         }
         if d.concurrency == 0 || d.concurrency > 10_000 {
-            cx.err(&d.id, format!("{p}.concurrency"), "must be between 1 and 10000");
+            cx.err(
+                &d.id,
+                format!("{p}.concurrency"),
+                "must be between 1 and 10000",
+            );
         }
         if d.queue_capacity < 2 || d.queue_capacity > 10_000_000 {
-            cx.err(&d.id, format!("{p}.queue_capacity"), "must be between 2 and 10000000");
+            cx.err(
+                &d.id,
+                format!("{p}.queue_capacity"),
+                "must be between 2 and 10000000",
+            );
         }
-        let rate_limit = d.rate_limit.as_ref().and_then(|r| match parse_rate(&r.value) {
-            Ok(rl) => Some(rl),
-            Err(m) => {
-                cx.err(r, format!("{p}.rate_limit"), m);
-                None
-            }
-        });
+        let rate_limit = d
+            .rate_limit
+            .as_ref()
+            .and_then(|r| match parse_rate(&r.value) {
+                Ok(rl) => Some(rl),
+                Err(m) => {
+                    cx.err(r, format!("{p}.rate_limit"), m);
+                    None
+                }
+            });
         let jitter = d.retry.jitter.unwrap_or(0.1);
         if !(0.0..=1.0).contains(&jitter) {
-            cx.err(&d.id, format!("{p}.retry.jitter"), "must be between 0 and 1");
+            cx.err(
+                &d.id,
+                format!("{p}.retry.jitter"),
+                "must be between 0 and 1",
+            );
         }
         let retry = match &d.retry.schedule {
             None => RetryPolicy::new(RetryPolicy::default().schedule().to_vec(), jitter),
             Some(s) if s.is_empty() => {
-                cx.err(&d.id, format!("{p}.retry.schedule"), "must list at least one delay (the first is usually `0s`)");
+                cx.err(
+                    &d.id,
+                    format!("{p}.retry.schedule"),
+                    "must list at least one delay (the first is usually `0s`)",
+                );
                 RetryPolicy::default()
             }
             Some(s) => RetryPolicy::new(s.iter().map(|d| d.0).collect(), jitter),
         };
         let breaker = d.circuit_breaker.enabled.then_some(BreakerSettings {
             failure_window: d.circuit_breaker.failure_window.0,
-            probe_interval: d.circuit_breaker.probe_interval.0.max(Duration::from_millis(10)),
+            probe_interval: d
+                .circuit_breaker
+                .probe_interval
+                .0
+                .max(Duration::from_millis(10)),
         });
         let kind = match &d.kind {
             DestinationKind::Webhook(w) => {
@@ -291,19 +362,36 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         cx.entry = (r.id.referenced.line(), r.id.referenced.column());
         check_id(&mut cx, &r.id, &format!("{p}.id"));
         if !route_ids.insert(r.id.value.clone()) {
-            cx.err(&r.id, format!("{p}.id"), format!("duplicate route id `{}`", r.id.value));
+            cx.err(
+                &r.id,
+                format!("{p}.id"),
+                format!("duplicate route id `{}`", r.id.value),
+            );
         }
         let mut from = Vec::new();
         for f in r.from.values() {
             if !source_ids.contains(&f.value) {
-                cx.err(f, format!("{p}.from"), format!("no source with id `{}`", f.value));
+                cx.err(
+                    f,
+                    format!("{p}.from"),
+                    format!("no source with id `{}`", f.value),
+                );
             }
             from.push(f.value.clone());
         }
-        let match_types: Vec<String> = r.match_types.values().into_iter().map(|m| m.value.clone()).collect();
+        let match_types: Vec<String> = r
+            .match_types
+            .values()
+            .into_iter()
+            .map(|m| m.value.clone())
+            .collect();
         for m in r.match_types.values() {
             if m.value.trim().is_empty() {
-                cx.err(m, format!("{p}.match"), "an event-type pattern must not be empty");
+                cx.err(
+                    m,
+                    format!("{p}.match"),
+                    "an event-type pattern must not be empty",
+                );
             }
         }
         let filter = r.filter.as_ref().and_then(|f| match Filter::compile(&f.value) {
@@ -318,14 +406,20 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             }
         });
         if r.to.is_empty() {
-            cx.err(&r.id, format!("{p}.to"), "a route needs at least one destination");
+            cx.err(
+                &r.id,
+                format!("{p}.to"),
+                "a route needs at least one destination",
+            );
         }
         let mut targets = Vec::new();
         for (j, t) in r.to.iter().enumerate() {
             if !dest_ids.contains(&t.destination.value) {
-                cx.err(&t.destination, format!("{p}.to[{j}].destination"), format!(
-                    "no destination with id `{}`", t.destination.value
-                ));
+                cx.err(
+                    &t.destination,
+                    format!("{p}.to[{j}].destination"),
+                    format!("no destination with id `{}`", t.destination.value),
+                );
             }
             let template = t.template.as_ref().and_then(|src| {
                 let name = template_name(&r.id.value, j);
@@ -384,7 +478,10 @@ fn inner_position(at: &Spanned<String>, line: usize, column: usize) -> (u64, u64
     }
     let line = u64::try_from(line.max(1)).unwrap_or(1);
     if line == 1 {
-        (base, at.referenced.column() + u64::try_from(column.saturating_sub(1)).unwrap_or(0))
+        (
+            base,
+            at.referenced.column() + u64::try_from(column.saturating_sub(1)).unwrap_or(0),
+        )
     } else {
         (base + line - 1, u64::try_from(column).unwrap_or(0))
     }
@@ -394,11 +491,14 @@ fn check_id(cx: &mut Ctx<'_>, id: &Spanned<String>, field: &str) {
     let v = &id.value;
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
-        cx.err(id, field, format!(
-            "`{v}` is not a valid id: use 1-64 letters, digits, `-`, `_` or `.`"
-        ));
+        cx.err(
+            id,
+            field,
+            format!("`{v}` is not a valid id: use 1-64 letters, digits, `-`, `_` or `.`"),
+        );
     }
 }
 
@@ -429,9 +529,15 @@ fn webhook(
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         Ok(u) => {
             let (l, c) = cx.pos(&w.url);
-            cx.err_at(l, c, format!("{p}.url"), format!(
-                "scheme `{}` is not supported; webhook URLs start with http:// or https://", u.scheme()
-            ));
+            cx.err_at(
+                l,
+                c,
+                format!("{p}.url"),
+                format!(
+                    "scheme `{}` is not supported; webhook URLs start with http:// or https://",
+                    u.scheme()
+                ),
+            );
         }
         Err(e) => {
             let (l, c) = cx.pos(&w.url);
@@ -442,11 +548,11 @@ fn webhook(
         None => None,
         Some(t) => {
             let r = cx.resolve(t, &format!("{p}.secret"))?;
-            let ok = r
-                .value
-                .expose()
-                .strip_prefix("whsec_")
-                .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_ok_and(|k| k.len() >= 16));
+            let ok = r.value.expose().strip_prefix("whsec_").is_some_and(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .is_ok_and(|k| k.len() >= 16)
+            });
             if !ok {
                 let (l, c) = cx.pos(t);
                 cx.err_at(l, c, format!("{p}.secret"), "a webhook secret is `whsec_` followed by base64 of at least 16 bytes (generate one with `estafeta secret generate`)");
@@ -457,21 +563,38 @@ fn webhook(
     let mut headers = Vec::new();
     for (name, value) in &w.headers {
         let valid_name = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid_name {
             let (l, c) = cx.pos(value);
-            cx.err_at(l, c, format!("{p}.headers"), format!("`{name}` is not a valid header name"));
+            cx.err_at(
+                l,
+                c,
+                format!("{p}.headers"),
+                format!("`{name}` is not a valid header name"),
+            );
             continue;
         }
         if crate::settings::RESERVED_WEBHOOK_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             let (l, c) = cx.pos(value);
-            cx.err_at(l, c, format!("{p}.headers.{name}"), "Estafeta sets this header itself; it cannot be configured");
+            cx.err_at(
+                l,
+                c,
+                format!("{p}.headers.{name}"),
+                "Estafeta sets this header itself; it cannot be configured",
+            );
             continue;
         }
         if let Some(v) = cx.resolve(value, &format!("{p}.headers.{name}")) {
             if v.value.expose().contains(['\r', '\n']) {
                 let (l, c) = cx.pos(value);
-                cx.err_at(l, c, format!("{p}.headers.{name}"), "header values must not contain line breaks");
+                cx.err_at(
+                    l,
+                    c,
+                    format!("{p}.headers.{name}"),
+                    "header values must not contain line breaks",
+                );
             }
             headers.push((name.clone(), v.value));
         }
@@ -484,7 +607,12 @@ fn webhook(
         None => None,
         Some(b) if b.max_events == 0 || b.max_events > 10_000 => {
             let (l, c) = cx.pos(&w.url);
-            cx.err_at(l, c, format!("{p}.batch.max_events"), "must be between 1 and 10000");
+            cx.err_at(
+                l,
+                c,
+                format!("{p}.batch.max_events"),
+                "must be between 1 and 10000",
+            );
             None
         }
         Some(b) => Some((b.max_events, b.max_wait.0)),

@@ -27,8 +27,13 @@ pub enum DeliveryStatus {
 
 impl DeliveryStatus {
     /// All states, in life order.
-    pub const ALL: [Self; 5] =
-        [Self::Pending, Self::InFlight, Self::Delivered, Self::Retrying, Self::Dead];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InFlight,
+        Self::Delivered,
+        Self::Retrying,
+        Self::Dead,
+    ];
 
     /// The name used in the API and the store.
     #[must_use]
@@ -64,7 +69,10 @@ impl FromStr for DeliveryStatus {
     type Err = UnknownStatus;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 

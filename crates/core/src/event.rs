@@ -121,7 +121,11 @@ impl Event {
         }
         m.insert("estafetaid".into(), Value::from(self.id.to_string()));
         if let Some(d) = &self.data {
-            let field = if self.data_is_base64 { "data_base64" } else { "data" };
+            let field = if self.data_is_base64 {
+                "data_base64"
+            } else {
+                "data"
+            };
             m.insert(field.into(), d.clone());
         }
         Value::Object(m)
@@ -159,7 +163,14 @@ impl Serialize for CloudEventJson<'_> {
         }
         m.serialize_entry("estafetaid", &e.id)?;
         if let Some(d) = &e.data {
-            m.serialize_entry(if e.data_is_base64 { "data_base64" } else { "data" }, d)?;
+            m.serialize_entry(
+                if e.data_is_base64 {
+                    "data_base64"
+                } else {
+                    "data"
+                },
+                d,
+            )?;
         }
         m.end()
     }
@@ -177,13 +188,19 @@ pub struct CloudEventError {
 
 impl CloudEventError {
     fn new(field: &str, message: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), message: message.into() }
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// The same error with its field prefixed by the position in a batch.
     #[must_use]
     pub fn in_batch(self, index: usize) -> Self {
-        Self { field: format!("[{index}].{}", self.field), message: self.message }
+        Self {
+            field: format!("[{index}].{}", self.field),
+            message: self.message,
+        }
     }
 }
 
@@ -213,7 +230,10 @@ pub fn parse_cloudevent(
     now: DateTime<Utc>,
 ) -> Result<Event, CloudEventError> {
     let Value::Object(mut obj) = value else {
-        return Err(CloudEventError::new("$", "a CloudEvent must be a JSON object"));
+        return Err(CloudEventError::new(
+            "$",
+            "a CloudEvent must be a JSON object",
+        ));
     };
     match obj.get("specversion") {
         Some(Value::String(v)) if v == "1.0" => {}
@@ -223,7 +243,12 @@ pub fn parse_cloudevent(
                 format!("unsupported version `{v}` (only `1.0` is supported)"),
             ));
         }
-        Some(_) => return Err(CloudEventError::new("specversion", "must be the string \"1.0\"")),
+        Some(_) => {
+            return Err(CloudEventError::new(
+                "specversion",
+                "must be the string \"1.0\"",
+            ));
+        }
         None => return Err(CloudEventError::new("specversion", "is required")),
     }
     let ce_id = required_string(&obj, "id")?;
@@ -241,7 +266,10 @@ pub fn parse_cloudevent(
             .with_timezone(&Utc),
         None => now,
     };
-    if datacontenttype.as_ref().is_some_and(|ct| ct.trim().is_empty()) {
+    if datacontenttype
+        .as_ref()
+        .is_some_and(|ct| ct.trim().is_empty())
+    {
         return Err(CloudEventError::new("datacontenttype", "must not be empty"));
     }
     let (data, data_is_base64) = match (obj.remove("data"), obj.remove("data_base64")) {
@@ -263,7 +291,9 @@ pub fn parse_cloudevent(
         }
         if name.is_empty()
             || name.len() > 20
-            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
             return Err(CloudEventError::new(
                 &name,
@@ -271,7 +301,10 @@ pub fn parse_cloudevent(
             ));
         }
         if matches!(v, Value::Object(_) | Value::Array(_)) {
-            return Err(CloudEventError::new(&name, "extension attributes must be scalar values"));
+            return Err(CloudEventError::new(
+                &name,
+                "extension attributes must be scalar values",
+            ));
         }
         extensions.insert(name, v);
     }
@@ -345,8 +378,10 @@ mod tests {
 
     #[test]
     fn accepts_a_minimal_event_and_renders_it_back() {
-        let ev = parse(json!({"specversion":"1.0","id":"o-1","source":"shop","type":"order.created",
-            "data":{"total":42},"partitionkey":"c-9","traceid":"abc"}))
+        let ev = parse(
+            json!({"specversion":"1.0","id":"o-1","source":"shop","type":"order.created",
+            "data":{"total":42},"partitionkey":"c-9","traceid":"abc"}),
+        )
         .unwrap();
         assert_eq!(ev.ty, "order.created");
         assert_eq!(ev.key.as_deref(), Some("c-9"));
@@ -367,8 +402,9 @@ mod tests {
         assert!(e.message.contains("a number"));
         let e = parse(json!({"specversion":"0.3","id":"1","source":"s","type":"t"})).unwrap_err();
         assert_eq!(e.field, "specversion");
-        let e = parse(json!({"specversion":"1.0","id":"1","source":"s","type":"t","time":"yesterday"}))
-            .unwrap_err();
+        let e =
+            parse(json!({"specversion":"1.0","id":"1","source":"s","type":"t","time":"yesterday"}))
+                .unwrap_err();
         assert_eq!(e.field, "time");
         let e = parse(json!({"specversion":"1.0","id":"1","source":"s","type":"t","Bad-Ext":1}))
             .unwrap_err();

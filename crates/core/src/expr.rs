@@ -10,8 +10,18 @@ use serde_json::Value;
 use crate::event::Event;
 
 /// The variables an expression sees, documented in `docs/configuration.md`.
-pub const VARIABLES: &[&str] =
-    &["id", "source", "type", "subject", "time", "key", "tenant", "data", "extensions", "event"];
+pub const VARIABLES: &[&str] = &[
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "key",
+    "tenant",
+    "data",
+    "extensions",
+    "event",
+];
 
 fn env() -> &'static Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
@@ -82,7 +92,11 @@ impl Filter {
     /// Every syntax error is reported; the first with its position is returned.
     pub fn compile(source: &str) -> Result<Self, CompileError> {
         if source.trim().is_empty() {
-            return Err(CompileError { line: 1, column: 1, message: "empty expression".into() });
+            return Err(CompileError {
+                line: 1,
+                column: 1,
+                message: "empty expression".into(),
+            });
         }
         match env().compile(source) {
             Ok(program) => {
@@ -93,12 +107,19 @@ impl Filter {
                         uses |= 1 << i;
                     }
                 }
-                Ok(Self { source: source.to_owned(), program: Arc::new(program), uses })
+                Ok(Self {
+                    source: source.to_owned(),
+                    program: Arc::new(program),
+                    uses,
+                })
             }
             Err(errs) => {
                 let first = errs.errors.first();
                 let (line, column) = first.map_or((1, 1), |e| {
-                    (usize::try_from(e.pos.0).unwrap_or(1), usize::try_from(e.pos.1).unwrap_or(0) + 1)
+                    (
+                        usize::try_from(e.pos.0).unwrap_or(1),
+                        usize::try_from(e.pos.1).unwrap_or(0) + 1,
+                    )
                 });
                 let message = errs
                     .errors
@@ -106,7 +127,11 @@ impl Filter {
                     .map(|e| e.msg.clone())
                     .collect::<Vec<_>>()
                     .join("; ");
-                Err(CompileError { line: line.max(1), column, message })
+                Err(CompileError {
+                    line: line.max(1),
+                    column,
+                    message,
+                })
             }
         }
     }
@@ -134,7 +159,10 @@ impl Filter {
                 expr: self.source.clone(),
                 got: format!("{:?}", other.type_of()),
             }),
-            Err(e) => Err(EvalError::Execution { expr: self.source.clone(), message: e.to_string() }),
+            Err(e) => Err(EvalError::Execution {
+                expr: self.source.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }
@@ -204,9 +232,18 @@ mod tests {
     #[test]
     fn evaluates_the_documented_example() {
         let f = Filter::compile(r#"data.total > 100 && subject.startsWith("br-")"#).unwrap();
-        assert!(f.matches(&event(json!({"total": 150}), Some("br-1")), &[]).unwrap());
-        assert!(!f.matches(&event(json!({"total": 50}), Some("br-1")), &[]).unwrap());
-        assert!(!f.matches(&event(json!({"total": 150}), Some("ar-1")), &[]).unwrap());
+        assert!(
+            f.matches(&event(json!({"total": 150}), Some("br-1")), &[])
+                .unwrap()
+        );
+        assert!(
+            !f.matches(&event(json!({"total": 50}), Some("br-1")), &[])
+                .unwrap()
+        );
+        assert!(
+            !f.matches(&event(json!({"total": 150}), Some("ar-1")), &[])
+                .unwrap()
+        );
         assert!(!f.matches(&event(json!({"total": 150}), None), &[]).unwrap());
     }
 
@@ -214,7 +251,10 @@ mod tests {
     fn compares_floats_and_binds_extra_names() {
         let f = Filter::compile("data.total > 10.5 && court.hits > 0").unwrap();
         let court = json!({"hits": 2});
-        assert!(f.matches(&event(json!({"total": 11.0}), None), &[("court", &court)]).unwrap());
+        assert!(
+            f.matches(&event(json!({"total": 11.0}), None), &[("court", &court)])
+                .unwrap()
+        );
     }
 
     #[test]
@@ -227,7 +267,10 @@ mod tests {
             r#"extensions.size() == 0 && tenant == "default" && key == """#,
             r#"time < timestamp("2999-01-01T00:00:00Z") && id == "1" && source == "shop""#,
         ] {
-            assert!(Filter::compile(src).unwrap().matches(&ev, &[]).unwrap(), "{src}");
+            assert!(
+                Filter::compile(src).unwrap().matches(&ev, &[]).unwrap(),
+                "{src}"
+            );
         }
     }
 
@@ -242,7 +285,9 @@ mod tests {
     #[test]
     fn runtime_errors_are_values_not_panics() {
         let f = Filter::compile("data.missing.deeper > 1").unwrap();
-        let err = f.matches(&event(json!({"total": 1}), None), &[]).unwrap_err();
+        let err = f
+            .matches(&event(json!({"total": 1}), None), &[])
+            .unwrap_err();
         assert!(err.to_string().contains("data.missing.deeper"));
         let f = Filter::compile("data.total").unwrap();
         assert!(matches!(

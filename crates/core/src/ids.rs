@@ -19,8 +19,11 @@ pub struct IdParseError {
 /// A ULID greater than every one this process made before (ULIDs made in the same millisecond
 /// increment the random part instead of drawing a new one), so ids sort in creation order.
 fn monotonic() -> Ulid {
-    static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
-    let mut g = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let mut g = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random one.
     g.generate().unwrap_or_else(|_| Ulid::new())
 }

@@ -18,7 +18,16 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// Immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, with ±10 % jitter.
     fn default() -> Self {
-        let secs = [0, 5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+        let secs = [
+            0,
+            5,
+            5 * 60,
+            30 * 60,
+            2 * 3600,
+            5 * 3600,
+            10 * 3600,
+            10 * 3600,
+        ];
         Self {
             schedule: secs.into_iter().map(Duration::from_secs).collect(),
             jitter: 0.1,
@@ -31,8 +40,16 @@ impl RetryPolicy {
     /// A policy with the given delays; an empty list means one attempt only.
     #[must_use]
     pub fn new(schedule: Vec<Duration>, jitter: f64) -> Self {
-        let schedule = if schedule.is_empty() { vec![Duration::ZERO] } else { schedule };
-        Self { schedule, jitter: jitter.clamp(0.0, 1.0), ..Self::default() }
+        let schedule = if schedule.is_empty() {
+            vec![Duration::ZERO]
+        } else {
+            schedule
+        };
+        Self {
+            schedule,
+            jitter: jitter.clamp(0.0, 1.0),
+            ..Self::default()
+        }
     }
 
     /// Total attempts a delivery gets.
@@ -51,7 +68,11 @@ impl RetryPolicy {
     /// delivery is dead. `retry_after` is the destination's own request (`Retry-After`): it is
     /// honoured (capped at one day) when longer than the schedule's delay.
     #[must_use]
-    pub fn next_delay(&self, attempts_made: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    pub fn next_delay(
+        &self,
+        attempts_made: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         let base = *self.schedule.get(usize::try_from(attempts_made).ok()?)?;
         let jittered = self.jittered(base);
         Some(match retry_after {
@@ -86,12 +107,18 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_but_capped() {
         let p = RetryPolicy::new(vec![Duration::ZERO, Duration::from_secs(1)], 0.0);
-        assert_eq!(p.next_delay(1, Some(Duration::from_secs(30))), Some(Duration::from_secs(30)));
+        assert_eq!(
+            p.next_delay(1, Some(Duration::from_secs(30))),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             p.next_delay(1, Some(Duration::from_secs(10 * 24 * 3600))),
             Some(Duration::from_secs(24 * 3600))
         );
-        assert_eq!(p.next_delay(1, Some(Duration::from_millis(1))), Some(Duration::from_secs(1)));
+        assert_eq!(
+            p.next_delay(1, Some(Duration::from_millis(1))),
+            Some(Duration::from_secs(1))
+        );
     }
 
     proptest! {

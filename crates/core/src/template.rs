@@ -22,11 +22,17 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn from_minijinja(name: &str, e: &minijinja::Error) -> Self {
-        let mut message = e.detail().map_or_else(|| e.kind().to_string(), str::to_owned);
+        let mut message = e
+            .detail()
+            .map_or_else(|| e.kind().to_string(), str::to_owned);
         if e.detail().is_some() {
             message = format!("{}: {message}", e.kind());
         }
-        Self { name: name.to_owned(), line: e.line(), message }
+        Self {
+            name: name.to_owned(),
+            line: e.line(),
+            message,
+        }
     }
 }
 
@@ -82,9 +88,13 @@ impl TemplateSet {
         event: &Event,
         extra: &[(&str, &Value)],
     ) -> Result<String, TemplateError> {
-        let tmpl = self.env.get_template(name).map_err(|e| TemplateError::from_minijinja(name, &e))?;
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| TemplateError::from_minijinja(name, &e))?;
         let ctx = context_for(event, extra);
-        tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| TemplateError::from_minijinja(name, &e))
+        tmpl.render(minijinja::value::Serde(ctx))
+            .map_err(|e| TemplateError::from_minijinja(name, &e))
     }
 }
 
@@ -94,12 +104,22 @@ fn context_for(event: &Event, extra: &[(&str, &Value)]) -> Value {
     m.insert("id".into(), Value::from(event.ce_id.as_str()));
     m.insert("source".into(), Value::from(event.ce_source.as_str()));
     m.insert("type".into(), Value::from(event.ty.as_str()));
-    m.insert("subject".into(), Value::from(event.subject.clone().unwrap_or_default()));
-    m.insert("key".into(), Value::from(event.key.clone().unwrap_or_default()));
+    m.insert(
+        "subject".into(),
+        Value::from(event.subject.clone().unwrap_or_default()),
+    );
+    m.insert(
+        "key".into(),
+        Value::from(event.key.clone().unwrap_or_default()),
+    );
     m.insert("tenant".into(), Value::from(event.tenant.as_str()));
     m.insert(
         "time".into(),
-        Value::from(event.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        Value::from(
+            event
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ),
     );
     m.insert("data".into(), event.data.clone().unwrap_or(Value::Null));
     m.insert("extensions".into(), Value::Object(event.extensions.clone()));
@@ -133,18 +153,33 @@ mod tests {
     #[test]
     fn renders_event_fields() {
         let mut t = TemplateSet::new();
-        t.add("t", "Order {{ id }} for {{ subject }}: {{ data.total }} ({{ data.items | length }} items)")
-            .unwrap();
-        assert_eq!(t.render("t", &event(), &[]).unwrap(), "Order o-1 for br-7: 42 (2 items)");
+        t.add(
+            "t",
+            "Order {{ id }} for {{ subject }}: {{ data.total }} ({{ data.items | length }} items)",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render("t", &event(), &[]).unwrap(),
+            "Order o-1 for br-7: 42 (2 items)"
+        );
         t.add("j", "{{ data | tojson }}").unwrap();
-        assert_eq!(t.render("j", &event(), &[]).unwrap(), r#"{"items": ["a", "b"], "total": 42}"#);
+        assert_eq!(
+            t.render("j", &event(), &[]).unwrap(),
+            r#"{"items": ["a", "b"], "total": 42}"#
+        );
     }
 
     #[test]
     fn undefined_names_fail_with_the_template_name_and_line() {
         let mut t = TemplateSet::new();
-        t.add("routes.r.to[0].template", "line one\n{{ data.nope.deeper }}").unwrap();
-        let e = t.render("routes.r.to[0].template", &event(), &[]).unwrap_err();
+        t.add(
+            "routes.r.to[0].template",
+            "line one\n{{ data.nope.deeper }}",
+        )
+        .unwrap();
+        let e = t
+            .render("routes.r.to[0].template", &event(), &[])
+            .unwrap_err();
         assert_eq!(e.name, "routes.r.to[0].template");
         assert_eq!(e.line, Some(2));
     }

@@ -34,11 +34,16 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(settings: Option<BreakerSettings>) -> Self {
-        Self { settings, state: Mutex::new(State::default()) }
+        Self {
+            settings,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -46,7 +51,9 @@ impl Breaker {
     }
 
     pub(crate) fn admit(&self) -> Admit {
-        let Some(s) = self.settings else { return Admit::Go };
+        let Some(s) = self.settings else {
+            return Admit::Go;
+        };
         let mut st = self.lock();
         if !st.open {
             return Admit::Go;

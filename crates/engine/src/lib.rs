@@ -25,8 +25,6 @@ use tokio_util::task::TaskTracker;
 
 pub use router::Router;
 
-
-
 use crate::dispatch::lane::{Lane, LaneDeps};
 use crate::dispatch::queue::{Item, Pushed};
 
@@ -112,7 +110,13 @@ impl Engine {
         store: Arc<dyn Store>,
         destinations: Vec<Arc<dyn Destination>>,
     ) -> Result<Self, EngineError> {
-        Self::start_with(Router::new(config), &config.destinations, store, destinations).await
+        Self::start_with(
+            Router::new(config),
+            &config.destinations,
+            store,
+            destinations,
+        )
+        .await
     }
 
     /// Like [`Engine::start`] with an explicit router and settings.
@@ -125,10 +129,13 @@ impl Engine {
         store: Arc<dyn Store>,
         destinations: Vec<Arc<dyn Destination>>,
     ) -> Result<Self, EngineError> {
-        let mut built: HashMap<String, Arc<dyn Destination>> =
-            destinations.into_iter().map(|d| (d.id().to_owned(), d)).collect();
+        let mut built: HashMap<String, Arc<dyn Destination>> = destinations
+            .into_iter()
+            .map(|d| (d.id().to_owned(), d))
+            .collect();
         let settling = Arc::new(dispatch::recorder::Settling::default());
-        let recorder_tx = dispatch::recorder::spawn(Arc::clone(&store), 16_384, Arc::clone(&settling));
+        let recorder_tx =
+            dispatch::recorder::spawn(Arc::clone(&store), 16_384, Arc::clone(&settling));
         let deps = Arc::new(LaneDeps {
             store: Arc::clone(&store),
             router: Arc::new(router),
@@ -139,7 +146,9 @@ impl Engine {
         });
         let mut lanes = HashMap::new();
         for s in settings {
-            let dest = built.remove(&s.id).ok_or_else(|| EngineError::MissingDestination(s.id.clone()))?;
+            let dest = built
+                .remove(&s.id)
+                .ok_or_else(|| EngineError::MissingDestination(s.id.clone()))?;
             lanes.insert(s.id.clone(), Arc::new(Lane::new(s, dest, s.queue_capacity)));
         }
         let inner = Arc::new(Inner {
@@ -189,12 +198,25 @@ impl Engine {
 
     fn item(&self, delivery: Delivery, event: Option<Arc<Event>>) -> Item {
         let ordered = delivery.key.is_some()
-            && self.inner.router.route(&delivery.route_id).is_some_and(|r| r.ordering == Ordering::Key);
-        Item { delivery, event, ordered }
+            && self
+                .inner
+                .router
+                .route(&delivery.route_id)
+                .is_some_and(|r| r.ordering == Ordering::Key);
+        Item {
+            delivery,
+            event,
+            ordered,
+        }
     }
 
     /// Queues a delivery the store already holds, within the destination's memory bound.
-    fn enqueue(&self, delivery: Delivery, event: Option<Arc<Event>>, at: Instant) -> Option<Pushed> {
+    fn enqueue(
+        &self,
+        delivery: Delivery,
+        event: Option<Arc<Event>>,
+        at: Instant,
+    ) -> Option<Pushed> {
         let lane = self.inner.lanes.get(&delivery.destination_id)?;
         lane.offer(self.item(delivery, event), at)
     }
@@ -203,12 +225,17 @@ impl Engine {
     /// routing failed (a filter error), only counted and logged as dead.
     fn enqueue_fresh(&self, d: Delivery, event: Option<Arc<Event>>) {
         if d.status == DeliveryStatus::Dead {
-            metrics::counter!(m::DELIVERIES_DEAD, "destination" => d.destination_id.clone()).increment(1);
+            metrics::counter!(m::DELIVERIES_DEAD, "destination" => d.destination_id.clone())
+                .increment(1);
             tracing::info!(route_id = %d.route_id, dest_id = %d.destination_id, delivery_id = %d.id,
                 error = d.last_error.as_deref().unwrap_or(""), "delivery is dead: the route could not evaluate the event");
             return;
         }
-        let delay = self.inner.lanes.get(&d.destination_id).map_or(Duration::ZERO, |l| l.first_delay());
+        let delay = self
+            .inner
+            .lanes
+            .get(&d.destination_id)
+            .map_or(Duration::ZERO, |l| l.first_delay());
         self.enqueue(d, event, Instant::now() + delay);
     }
 
@@ -222,7 +249,11 @@ impl Engine {
             .into_iter()
             .map(|i| {
                 let deliveries = self.inner.router.plan(&i.event);
-                NewEvent { event: i.event, dedupe_key: i.dedupe_key, deliveries }
+                NewEvent {
+                    event: i.event,
+                    dedupe_key: i.dedupe_key,
+                    deliveries,
+                }
             })
             .collect();
         let keep: Vec<(Arc<Event>, Vec<Delivery>)> = batch
@@ -232,7 +263,8 @@ impl Engine {
         let outcomes = self.inner.store.append(batch).await?;
         for (outcome, (event, deliveries)) in outcomes.iter().zip(keep) {
             if let AppendOutcome::Inserted(_) = outcome {
-                metrics::counter!(m::EVENTS_INGESTED, "source" => event.source_id.clone()).increment(1);
+                metrics::counter!(m::EVENTS_INGESTED, "source" => event.source_id.clone())
+                    .increment(1);
                 for d in deliveries {
                     self.enqueue_fresh(d, Some(Arc::clone(&event)));
                 }
@@ -246,7 +278,11 @@ impl Engine {
     ///
     /// # Errors
     /// Unknown delivery, an attempt in flight, or the store failing.
-    pub async fn retry_delivery(&self, tenant: &TenantId, id: DeliveryId) -> Result<Delivery, EngineError> {
+    pub async fn retry_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> Result<Delivery, EngineError> {
         let d = self
             .inner
             .store
@@ -260,7 +296,9 @@ impl Engine {
             )));
         };
         if lane.is_in_flight(id) {
-            return Err(EngineError::Conflict(format!("delivery `{id}` is being attempted right now")));
+            return Err(EngineError::Conflict(format!(
+                "delivery `{id}` is being attempted right now"
+            )));
         }
         // The route decides again with its current rules: a filter that failed may have
         // been fixed, or may now exclude the event.
@@ -272,7 +310,9 @@ impl Engine {
             .store
             .get_event(tenant, d.event_id)
             .await?
-            .ok_or_else(|| EngineError::Conflict(format!("event `{}` is no longer in the log", d.event_id)))?;
+            .ok_or_else(|| {
+                EngineError::Conflict(format!("event `{}` is no longer in the log", d.event_id))
+            })?;
         match router::decide(route, &event) {
             router::Decision::Selected => {}
             router::Decision::Filtered | router::Decision::Skip => {
@@ -289,11 +329,10 @@ impl Engine {
             .requeue_delivery(tenant, id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no delivery `{id}`")))?;
-        let pushed = self
-            .inner
-            .lanes
-            .get(&d.destination_id)
-            .map(|lane| lane.push_new(self.item(d.clone(), Some(Arc::new(event))), Instant::now()));
+        let pushed =
+            self.inner.lanes.get(&d.destination_id).map(|lane| {
+                lane.push_new(self.item(d.clone(), Some(Arc::new(event))), Instant::now())
+            });
         match pushed {
             Some(Pushed::AlreadyInFlight) => Err(EngineError::Conflict(format!(
                 "delivery `{id}` is being attempted right now"
@@ -324,7 +363,11 @@ impl Engine {
             ReplayFrom::AfterEvent(id) => (Some(id), None),
         };
         loop {
-            let events = self.inner.store.scan_events(tenant, after, since, 1_000).await?;
+            let events = self
+                .inner
+                .store
+                .scan_events(tenant, after, since, 1_000)
+                .await?;
             let Some(last) = events.last() else { break };
             after = Some(last.id);
             let mut fresh = Vec::new();
@@ -357,7 +400,12 @@ impl Engine {
             .values()
             .map(|l| {
                 let (queued, in_flight) = l.depth();
-                DestinationStats { id: l.id.clone(), queued, in_flight, circuit_open: l.breaker.is_open() }
+                DestinationStats {
+                    id: l.id.clone(),
+                    queued,
+                    in_flight,
+                    circuit_open: l.breaker.is_open(),
+                }
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -377,7 +425,8 @@ impl Engine {
                 for lane in inner.lanes.values() {
                     let (depth, _) = lane.depth();
                     #[allow(clippy::cast_precision_loss)]
-                    metrics::gauge!(m::QUEUE_DEPTH, "destination" => lane.id.clone()).set(depth as f64);
+                    metrics::gauge!(m::QUEUE_DEPTH, "destination" => lane.id.clone())
+                        .set(depth as f64);
                 }
             }
         });
@@ -389,12 +438,22 @@ impl Engine {
         let deps = &self.inner.deps;
         deps.cancel.cancel();
         deps.tracker.close();
-        if tokio::time::timeout(grace, deps.tracker.wait()).await.is_err() {
-            tracing::warn!("attempts still running after the grace period; they will be retried after restart");
+        if tokio::time::timeout(grace, deps.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "attempts still running after the grace period; they will be retried after restart"
+            );
         }
         // Everything recorded before this message is written when the answer comes.
         let (done, flushed) = tokio::sync::oneshot::channel();
-        if deps.recorder.send(dispatch::recorder::Msg::Flush(done)).await.is_ok() {
+        if deps
+            .recorder
+            .send(dispatch::recorder::Msg::Flush(done))
+            .await
+            .is_ok()
+        {
             let _ = tokio::time::timeout(Duration::from_secs(10), flushed).await;
         }
         self.inner.store.close().await;

@@ -79,8 +79,16 @@ impl Router {
                     .collect(),
             })
             .collect();
-        let by_id = routes.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-        Self { routes, by_id, templates }
+        let by_id = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        Self {
+            routes,
+            by_id,
+            templates,
+        }
     }
 
     pub(crate) fn route(&self, id: &str) -> Option<&Route> {
@@ -121,7 +129,9 @@ impl Router {
                 attempts: 0,
                 next_at: (status == DeliveryStatus::Pending).then_some(now),
                 last_error: error.clone(),
-                key: (route.ordering == Ordering::Key).then(|| event.key.clone()).flatten(),
+                key: (route.ordering == Ordering::Key)
+                    .then(|| event.key.clone())
+                    .flatten(),
                 created_at: now,
                 updated_at: now,
             });

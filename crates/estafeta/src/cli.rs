@@ -60,7 +60,12 @@ enum SecretCommand {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
     /// Server URL.
-    #[arg(long, env = "ESTAFETA_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "ESTAFETA_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub(crate) url: String,
     /// API token (defaults to ESTAFETA_TOKEN, then ESTAFETA_ADMIN_TOKEN).
     #[arg(long, env = "ESTAFETA_TOKEN", hide_env_values = true, global = true)]
@@ -72,8 +77,17 @@ pub(crate) struct ClientArgs {
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, listen, storage } => {
-            crate::serve::run(crate::serve::Options { config, listen, storage }).await
+        Command::Serve {
+            config,
+            listen,
+            storage,
+        } => {
+            crate::serve::run(crate::serve::Options {
+                config,
+                listen,
+                storage,
+            })
+            .await
         }
         Command::Check { config } => Ok(crate::check::run(&config)),
         Command::Events(c) => crate::client::events(c).await,
@@ -91,5 +105,8 @@ fn generate_whsec() -> String {
     use base64::Engine as _;
     let mut key = [0u8; 32];
     rand::fill(&mut key);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }

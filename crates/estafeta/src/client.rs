@@ -119,7 +119,11 @@ pub(crate) struct ReplayArgs {
     #[arg(long)]
     route: String,
     /// Replay events received at or after this RFC 3339 time.
-    #[arg(long, conflicts_with = "after_event", required_unless_present = "after_event")]
+    #[arg(
+        long,
+        conflicts_with = "after_event",
+        required_unless_present = "after_event"
+    )]
     from: Option<String>,
     /// Replay events after this event id.
     #[arg(long)]
@@ -136,16 +140,27 @@ struct Client {
 impl Client {
     fn new(a: &ClientArgs) -> anyhow::Result<Self> {
         estafeta_destinations::install_crypto_provider();
-        let token = a.token.clone().or_else(|| std::env::var("ESTAFETA_ADMIN_TOKEN").ok());
+        let token = a
+            .token
+            .clone()
+            .or_else(|| std::env::var("ESTAFETA_ADMIN_TOKEN").ok());
         Ok(Self {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
             base: a.url.trim_end_matches('/').to_owned(),
             token,
             json: a.json,
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<(&str, Vec<u8>)>, extra: &[(&str, String)]) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -156,14 +171,24 @@ impl Client {
         if let Some((ct, b)) = body {
             req = req.header("content-type", ct).body(b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
             let detail = value.get("detail").and_then(Value::as_str).unwrap_or("");
-            let title = value.get("title").and_then(Value::as_str).unwrap_or("request failed");
-            let field = value.get("field").and_then(Value::as_str).map(|f| format!(" (field `{f}`)")).unwrap_or_default();
+            let title = value
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or("request failed");
+            let field = value
+                .get("field")
+                .and_then(Value::as_str)
+                .map(|f| format!(" (field `{f}`)"))
+                .unwrap_or_default();
             bail!("{status}: {title}: {detail}{field}");
         }
         Ok(value)
@@ -190,18 +215,39 @@ fn events_table(v: &Value) -> Table {
     let mut t = Table::new();
     t.set_header(["id", "type", "source", "subject", "received"]);
     for e in v["items"].as_array().into_iter().flatten() {
-        t.add_row([s(e, "id"), s(e, "type"), s(e, "ce_source"), s(e, "subject"), s(e, "received_at")]);
+        t.add_row([
+            s(e, "id"),
+            s(e, "type"),
+            s(e, "ce_source"),
+            s(e, "subject"),
+            s(e, "received_at"),
+        ]);
     }
     t
 }
 
 fn deliveries_table(v: &Value) -> Table {
     let mut t = Table::new();
-    t.set_header(["id", "event", "route", "destination", "status", "attempts", "next", "last error"]);
+    t.set_header([
+        "id",
+        "event",
+        "route",
+        "destination",
+        "status",
+        "attempts",
+        "next",
+        "last error",
+    ]);
     for d in v["items"].as_array().into_iter().flatten() {
         t.add_row([
-            s(d, "id"), s(d, "event_id"), s(d, "route_id"), s(d, "destination_id"), s(d, "status"),
-            s(d, "attempts"), s(d, "next_at"), s(d, "last_error"),
+            s(d, "id"),
+            s(d, "event_id"),
+            s(d, "route_id"),
+            s(d, "destination_id"),
+            s(d, "status"),
+            s(d, "attempts"),
+            s(d, "next_at"),
+            s(d, "last_error"),
         ]);
     }
     t
@@ -209,7 +255,16 @@ fn deliveries_table(v: &Value) -> Table {
 
 pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        EventsCommand::Send { client, ty, source, id, subject, data, file, idempotency_key } => {
+        EventsCommand::Send {
+            client,
+            ty,
+            source,
+            id,
+            subject,
+            data,
+            file,
+            idempotency_key,
+        } => {
             let c = Client::new(&client)?;
             let body: Value = if let Some(f) = file {
                 let text = if f == "-" {
@@ -231,9 +286,23 @@ pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
                 }
                 ev
             };
-            let ct = if body.is_array() { "application/cloudevents-batch+json" } else { "application/cloudevents+json" };
-            let extra: Vec<(&str, String)> = idempotency_key.into_iter().map(|k| ("idempotency-key", k)).collect();
-            let v = c.call(reqwest::Method::POST, "/v1/events", Some((ct, serde_json::to_vec(&body)?)), &extra).await?;
+            let ct = if body.is_array() {
+                "application/cloudevents-batch+json"
+            } else {
+                "application/cloudevents+json"
+            };
+            let extra: Vec<(&str, String)> = idempotency_key
+                .into_iter()
+                .map(|k| ("idempotency-key", k))
+                .collect();
+            let v = c
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/events",
+                    Some((ct, serde_json::to_vec(&body)?)),
+                    &extra,
+                )
+                .await?;
             if c.json {
                 println!("{v}");
             } else {
@@ -248,12 +317,17 @@ pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Get { client, id } => {
             let c = Client::new(&client)?;
-            let v = c.call(reqwest::Method::GET, &format!("/v1/events/{id}"), None, &[]).await?;
+            let v = c
+                .call(reqwest::Method::GET, &format!("/v1/events/{id}"), None, &[])
+                .await?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let mut shown = v.clone();
-                let deliveries = shown.as_object_mut().and_then(|o| o.remove("deliveries")).unwrap_or(Value::Null);
+                let deliveries = shown
+                    .as_object_mut()
+                    .and_then(|o| o.remove("deliveries"))
+                    .unwrap_or(Value::Null);
                 println!("{}", serde_json::to_string_pretty(&shown)?);
                 println!("{}", deliveries_table(&json!({"items": deliveries})));
             }
@@ -285,7 +359,13 @@ pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
                         if c.json {
                             println!("{e}");
                         } else {
-                            println!("{}  {}  {}  {}", s(&e, "received_at"), id, s(&e, "type"), s(&e, "subject"));
+                            println!(
+                                "{}  {}  {}  {}",
+                                s(&e, "received_at"),
+                                id,
+                                s(&e, "type"),
+                                s(&e, "subject")
+                            );
                         }
                         since = s(&e, "received_at");
                     }
@@ -302,10 +382,20 @@ pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeliveriesCommand::List { client, status, route, destination, limit } => {
+        DeliveriesCommand::List {
+            client,
+            status,
+            route,
+            destination,
+            limit,
+        } => {
             let c = Client::new(&client)?;
             let mut path = format!("/v1/deliveries?limit={limit}");
-            for (k, v) in [("status", status), ("route", route), ("destination", destination)] {
+            for (k, v) in [
+                ("status", status),
+                ("route", route),
+                ("destination", destination),
+            ] {
                 if let Some(v) = v {
                     path.push_str(&format!("&{k}={}", urlencode(&v)));
                 }
@@ -315,17 +405,39 @@ pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCod
         }
         DeliveriesCommand::Get { client, id } => {
             let c = Client::new(&client)?;
-            let v = c.call(reqwest::Method::GET, &format!("/v1/deliveries/{id}"), None, &[]).await?;
+            let v = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/deliveries/{id}"),
+                    None,
+                    &[],
+                )
+                .await?;
             c.print(&v, |v| {
                 let mut t = Table::new();
-                t.set_header(["attempt", "started", "ms", "outcome", "status", "error", "response"]);
+                t.set_header([
+                    "attempt", "started", "ms", "outcome", "status", "error", "response",
+                ]);
                 for a in v["history"].as_array().into_iter().flatten() {
-                    t.add_row([s(a, "id"), s(a, "started_at"), s(a, "duration_ms"), s(a, "outcome"), s(a, "status_code"), s(a, "error"), s(a, "response_excerpt")]);
+                    t.add_row([
+                        s(a, "id"),
+                        s(a, "started_at"),
+                        s(a, "duration_ms"),
+                        s(a, "outcome"),
+                        s(a, "status_code"),
+                        s(a, "error"),
+                        s(a, "response_excerpt"),
+                    ]);
                 }
                 t
             });
         }
-        DeliveriesCommand::Retry { client, ids, all_dead, destination } => {
+        DeliveriesCommand::Retry {
+            client,
+            ids,
+            all_dead,
+            destination,
+        } => {
             let c = Client::new(&client)?;
             let mut ids = ids;
             if all_dead {
@@ -341,7 +453,13 @@ pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCod
                         path.push_str(&format!("&cursor={}", urlencode(cur)));
                     }
                     let v = c.call(reqwest::Method::GET, &path, None, &[]).await?;
-                    ids.extend(v["items"].as_array().into_iter().flatten().map(|d| s(d, "id")));
+                    ids.extend(
+                        v["items"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|d| s(d, "id")),
+                    );
                     bar.tick();
                     match v.get("next").and_then(Value::as_str) {
                         Some(n) => cursor = Some(n.to_owned()),
@@ -356,7 +474,15 @@ pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCod
             let bar = indicatif::ProgressBar::new(ids.len() as u64);
             let mut failed = 0;
             for id in &ids {
-                if let Err(e) = c.call(reqwest::Method::POST, &format!("/v1/deliveries/{id}/retry"), None, &[]).await {
+                if let Err(e) = c
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/v1/deliveries/{id}/retry"),
+                        None,
+                        &[],
+                    )
+                    .await
+                {
                     bar.suspend(|| eprintln!("{id}: {e:#}"));
                     failed += 1;
                 }
@@ -383,20 +509,34 @@ pub(crate) async fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     bar.set_message(format!("replaying route {}", a.route));
     bar.enable_steady_tick(Duration::from_millis(120));
     let v = c
-        .call(reqwest::Method::POST, &format!("/v1/routes/{}/replay", urlencode(&a.route)), Some(("application/json", serde_json::to_vec(&body)?)), &[])
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/routes/{}/replay", urlencode(&a.route)),
+            Some(("application/json", serde_json::to_vec(&body)?)),
+            &[],
+        )
         .await;
     bar.finish_and_clear();
     let v = v?;
     if c.json {
         println!("{v}");
     } else {
-        println!("scanned {} events, {} matched, {} deliveries created", s(&v, "scanned"), s(&v, "matched"), s(&v, "deliveries"));
+        println!(
+            "scanned {} events, {} matched, {} deliveries created",
+            s(&v, "scanned"),
+            s(&v, "matched"),
+            s(&v, "deliveries")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn fresh_id() -> String {
-    format!("cli-{}-{}", chrono::Utc::now().timestamp_millis(), rand::random::<u32>())
+    format!(
+        "cli-{}-{}",
+        chrono::Utc::now().timestamp_millis(),
+        rand::random::<u32>()
+    )
 }
 
 fn urlencode(s: &str) -> String {

@@ -41,7 +41,11 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     }
     if let Some(s) = &opts.storage {
         match s.strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => config.storage = StorageSettings::Sqlite { path: PathBuf::from(p) },
+            Some(p) if !p.is_empty() => {
+                config.storage = StorageSettings::Sqlite {
+                    path: PathBuf::from(p),
+                }
+            }
             _ => {
                 eprintln!("--storage: `{s}` is not a storage URL; write `sqlite://PATH`");
                 return Ok(ExitCode::from(2));
@@ -59,7 +63,9 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             metrics_exporter_prometheus::Matcher::Full(
                 estafeta_core::metric_names::STORE_BATCH_SIZE.to_owned(),
             ),
-            &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+            &[
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+            ],
         )
         .context("configuring metrics")?
         .install_recorder()
@@ -133,7 +139,11 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
 /// The admin token: configured (`server.admin_token`), from `ESTAFETA_ADMIN_TOKEN`, or
 /// generated on first start. Only its SHA-256 digest is stored; a configured token replaces
 /// the stored one, so an old generated token stops working.
-async fn admin_auth(config: &Config, store: &dyn Store, db_path: &std::path::Path) -> anyhow::Result<Auth> {
+async fn admin_auth(
+    config: &Config,
+    store: &dyn Store,
+    db_path: &std::path::Path,
+) -> anyhow::Result<Auth> {
     let configured = match (&config.admin_token, std::env::var("ESTAFETA_ADMIN_TOKEN")) {
         (Some(t), _) => Some(t.expose().to_owned()),
         (None, Ok(t)) if t.len() < 16 => {
@@ -153,17 +163,24 @@ async fn admin_auth(config: &Config, store: &dyn Store, db_path: &std::path::Pat
         return Ok(Auth::from_digest(&d));
     }
     let token = generate_token();
-    store.put_setting(ADMIN_DIGEST_SETTING, &token_digest(&token)).await?;
+    store
+        .put_setting(ADMIN_DIGEST_SETTING, &token_digest(&token))
+        .await?;
     // The token goes to a file only its owner can read, not to the logs (a service's output
     // usually ends up in the journal). On a terminal it is shown too.
-    let file = db_path.parent().unwrap_or(std::path::Path::new(".")).join("admin-token");
+    let file = db_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("admin-token");
     write_private(&file, &token).with_context(|| format!("writing {}", file.display()))?;
     eprintln!(
         "Generated an admin API token and wrote it to {} (readable only by this user).",
         file.display()
     );
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("\n    {token}\n\nUse it as `Authorization: Bearer <token>` (or ESTAFETA_TOKEN for the CLI).\n");
+        eprintln!(
+            "\n    {token}\n\nUse it as `Authorization: Bearer <token>` (or ESTAFETA_TOKEN for the CLI).\n"
+        );
     }
     Ok(Auth::from_token(&token))
 }
@@ -183,7 +200,10 @@ fn generate_token() -> String {
     use base64::Engine as _;
     let mut key = [0u8; 32];
     rand::fill(&mut key);
-    format!("est_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key))
+    format!(
+        "est_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    )
 }
 
 fn init_logging(config: &Config) {
@@ -192,7 +212,9 @@ fn init_logging(config: &Config) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&config.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -92,8 +92,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Event>>;
 
     /// One delivery.
-    async fn get_delivery(&self, tenant: &TenantId, id: DeliveryId)
-    -> StoreResult<Option<Delivery>>;
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>>;
 
     /// A page of deliveries, newest first.
     async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Page<Delivery>>;

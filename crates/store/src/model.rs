@@ -109,4 +109,3 @@ pub struct DeliveryCount {
     /// Count.
     pub count: u64,
 }
-

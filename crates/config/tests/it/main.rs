@@ -44,7 +44,11 @@ fn a_good_file_validates() {
     assert_eq!(c.routes[0].match_types, vec!["order.*".to_owned()]);
     assert!(c.routes[0].filter.is_some());
     assert_eq!(c.destinations[0].retry.max_attempts(), 3);
-    assert!(c.sources.iter().any(|s| s.id == "http" && s.kind == SourceKindSettings::Http));
+    assert!(
+        c.sources
+            .iter()
+            .any(|s| s.id == "http" && s.kind == SourceKindSettings::Http)
+    );
     assert!(c.templates.contains("routes.big-orders.to[0].template"));
     // Secrets never show in debug output.
     assert!(!format!("{c:?}").contains("MfKQ9r8"));
@@ -54,12 +58,22 @@ fn a_good_file_validates() {
 fn empty_file_means_defaults() {
     let c = load_str("", "empty.yaml", &Env).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.storage, StorageSettings::Sqlite { path: "./estafeta-data/estafeta.db".into() });
+    assert_eq!(
+        c.storage,
+        StorageSettings::Sqlite {
+            path: "./estafeta-data/estafeta.db".into()
+        }
+    );
 }
 
 #[test]
 fn unknown_keys_are_errors_with_line_and_column() {
-    let err = load_str("server:\n  listen: 127.0.0.1:1\n  lisen: x\n", "f.yaml", &Env).unwrap_err();
+    let err = load_str(
+        "server:\n  listen: 127.0.0.1:1\n  lisen: x\n",
+        "f.yaml",
+        &Env,
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("f.yaml:3:"), "{text}");
     assert!(text.contains("lisen"), "{text}");
@@ -84,9 +98,18 @@ destinations:
     let err = load_str(yaml, "bad.yaml", &Env).unwrap_err();
     let text = err.to_string();
     assert!(err.0.len() >= 5, "{text}");
-    assert!(text.contains("bad.yaml:3:9: routes[0].from: no source with id `nowhere`"), "{text}");
-    assert!(text.contains("routes[0].filter: route `r1`: filter does not compile"), "{text}");
-    assert!(text.contains("routes[0].to[0].destination: no destination with id `missing`"), "{text}");
+    assert!(
+        text.contains("bad.yaml:3:9: routes[0].from: no source with id `nowhere`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[0].filter: route `r1`: filter does not compile"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[0].to[0].destination: no destination with id `missing`"),
+        "{text}"
+    );
     assert!(text.contains("routes[0].to[0].template"), "{text}");
     assert!(text.contains("destinations[0].url"), "{text}");
     assert!(text.contains("secret `nope` is not defined"), "{text}");
@@ -103,16 +126,25 @@ fn bad_durations_and_rates_are_named() {
     assert!(text.contains("not a duration"), "{text}");
     let yaml = "destinations:\n  - id: d\n    kind: webhook\n    url: https://x.example\n    rate_limit: lots\n";
     let text = load_str(yaml, "d.yaml", &Env).unwrap_err().to_string();
-    assert!(text.contains("d.yaml:5:17: destinations[0].rate_limit"), "{text}");
+    assert!(
+        text.contains("d.yaml:5:17: destinations[0].rate_limit"),
+        "{text}"
+    );
 }
 
 #[test]
 fn unknown_kinds_and_postgres_storage_are_explained() {
-    let text = load_str("destinations:\n  - id: d\n    kind: carrier-pigeon\n", "k.yaml", &Env)
+    let text = load_str(
+        "destinations:\n  - id: d\n    kind: carrier-pigeon\n",
+        "k.yaml",
+        &Env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("carrier-pigeon"), "{text}");
+    let text = load_str("storage: postgres://db/x\n", "s.yaml", &Env)
         .unwrap_err()
         .to_string();
-    assert!(text.contains("carrier-pigeon"), "{text}");
-    let text = load_str("storage: postgres://db/x\n", "s.yaml", &Env).unwrap_err().to_string();
     assert!(text.contains("s.yaml:1"), "{text}");
     assert!(text.contains("cluster mode"), "{text}");
 }
@@ -145,5 +177,8 @@ fn examples_in_the_repository_validate() {
 fn headers_estafeta_sets_itself_are_refused() {
     let yaml = "destinations:\n  - id: d\n    kind: webhook\n    url: https://x.example\n    headers: { Webhook-Signature: forged }\n";
     let text = load_str(yaml, "h.yaml", &Env).unwrap_err().to_string();
-    assert!(text.contains("destinations[0].headers.Webhook-Signature"), "{text}");
+    assert!(
+        text.contains("destinations[0].headers.Webhook-Signature"),
+        "{text}"
+    );
 }

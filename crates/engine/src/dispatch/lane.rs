@@ -57,9 +57,12 @@ impl Lane {
     ) -> Self {
         let limiter = settings.rate_limit.and_then(|rl| {
             let count = NonZeroU32::new(rl.count)?;
-            let quota = Quota::with_period(rl.per / rl.count)?.allow_burst(count.min(
-                NonZeroU32::new(settings.concurrency.try_into().unwrap_or(u32::MAX)).unwrap_or(count),
-            ));
+            let quota = Quota::with_period(rl.per / rl.count)?.allow_burst(
+                count.min(
+                    NonZeroU32::new(settings.concurrency.try_into().unwrap_or(u32::MAX))
+                        .unwrap_or(count),
+                ),
+            );
             Some(RateLimiter::direct(quota))
         });
         Self {
@@ -143,7 +146,9 @@ impl Lane {
                 p = Arc::clone(&self.permits).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 () = deps.cancel.cancelled() => return,
             };
-            let Some(first) = self.next_due(&deps.cancel).await else { return };
+            let Some(first) = self.next_due(&deps.cancel).await else {
+                return;
+            };
             let probe = match self.breaker.admit() {
                 Admit::Go => false,
                 Admit::Probe => true,
@@ -233,7 +238,8 @@ impl Lane {
             let Some(event) = item.event.clone() else {
                 // The event is gone (purged): nothing can be sent.
                 let err = SendError::final_error("the event no longer exists in the log");
-                self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps).await;
+                self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps)
+                    .await;
                 continue;
             };
             match render(&deps.router, &item, event) {
@@ -241,7 +247,10 @@ impl Lane {
                     ready.push(msg);
                     ready_items.push(item);
                 }
-                Err(err) => self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps).await,
+                Err(err) => {
+                    self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps)
+                        .await
+                }
             }
         }
         if ready.is_empty() {
@@ -259,7 +268,8 @@ impl Lane {
             self.destination.send_batch(&ready).await
         };
         let took = clock.elapsed();
-        metrics::histogram!(m::ATTEMPT_DURATION, "destination" => self.id.clone()).record(took.as_secs_f64());
+        metrics::histogram!(m::ATTEMPT_DURATION, "destination" => self.id.clone())
+            .record(took.as_secs_f64());
         let endpoint_failed = matches!(&result, Err(e) if e.is_retryable());
         if self.breaker.record(endpoint_failed, probe) {
             tracing::warn!(dest_id = %self.id, "circuit breaker opened: destination keeps failing; probing until it recovers");
@@ -267,7 +277,8 @@ impl Lane {
         metrics::gauge!(m::CIRCUIT_OPEN, "destination" => self.id.clone())
             .set(if self.breaker.is_open() { 1.0 } else { 0.0 });
         for item in ready_items {
-            self.conclude(item, started_at, took, result.as_ref(), deps).await;
+            self.conclude(item, started_at, took, result.as_ref(), deps)
+                .await;
         }
     }
 
@@ -282,10 +293,24 @@ impl Lane {
         let attempts = item.delivery.attempts + 1;
         let dest = self.id.clone();
         let (outcome, status_code, error, excerpt) = match result {
-            Ok(ok) => (AttemptOutcome::Delivered, ok.status_code, None, ok.response_excerpt.clone()),
+            Ok(ok) => (
+                AttemptOutcome::Delivered,
+                ok.status_code,
+                None,
+                ok.response_excerpt.clone(),
+            ),
             Err(e) => {
-                let class = if e.is_retryable() { AttemptOutcome::Retryable } else { AttemptOutcome::Final };
-                (class, e.status_code, Some(e.message.clone()), e.response_excerpt.clone())
+                let class = if e.is_retryable() {
+                    AttemptOutcome::Retryable
+                } else {
+                    AttemptOutcome::Final
+                };
+                (
+                    class,
+                    e.status_code,
+                    Some(e.message.clone()),
+                    e.response_excerpt.clone(),
+                )
             }
         };
         let (status, next) = match (outcome, result) {
@@ -304,10 +329,12 @@ impl Lane {
         };
         match status {
             DeliveryStatus::Delivered => {
-                metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => dest.clone()).increment(1);
+                metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => dest.clone())
+                    .increment(1);
                 if let Some(ev) = &item.event {
                     let e2e = (Utc::now() - ev.received_at).to_std().unwrap_or_default();
-                    metrics::histogram!(m::END_TO_END_LATENCY, "destination" => dest.clone()).record(e2e.as_secs_f64());
+                    metrics::histogram!(m::END_TO_END_LATENCY, "destination" => dest.clone())
+                        .record(e2e.as_secs_f64());
                 }
             }
             DeliveryStatus::Dead => {
@@ -341,7 +368,10 @@ impl Lane {
         }
         // Back-pressure: waits when the recorder is behind. A closed recorder (shutdown) is
         // fine: the delivery stays unfinished in the store and is attempted after restart.
-        let _ = deps.recorder.send(crate::dispatch::recorder::Msg::Record(record)).await;
+        let _ = deps
+            .recorder
+            .send(crate::dispatch::recorder::Msg::Record(record))
+            .await;
         item.delivery.attempts = attempts;
         item.delivery.status = status;
         item.delivery.last_error = error;
@@ -373,8 +403,15 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Reads the events of items that don't carry theirs. Items whose event is not in the store
 /// keep `None` (it was purged); a store error is returned and nothing is decided.
-async fn load_events(items: &mut [Item], deps: &LaneDeps) -> Result<(), estafeta_store::StoreError> {
-    let missing: Vec<_> = items.iter().filter(|i| i.event.is_none()).map(|i| i.delivery.event_id).collect();
+async fn load_events(
+    items: &mut [Item],
+    deps: &LaneDeps,
+) -> Result<(), estafeta_store::StoreError> {
+    let missing: Vec<_> = items
+        .iter()
+        .filter(|i| i.event.is_none())
+        .map(|i| i.delivery.event_id)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -388,30 +425,37 @@ async fn load_events(items: &mut [Item], deps: &LaneDeps) -> Result<(), estafeta
 }
 
 /// The message for one delivery: the route target's template, or the structured CloudEvent.
-fn render(router: &Router, item: &Item, event: Arc<estafeta_core::Event>) -> Result<OutboundMessage, SendError> {
+fn render(
+    router: &Router,
+    item: &Item,
+    event: Arc<estafeta_core::Event>,
+) -> Result<OutboundMessage, SendError> {
     let d = &item.delivery;
-    let target = router
-        .route(&d.route_id)
-        .and_then(|r| r.targets.get(usize::try_from(d.target_index).unwrap_or(usize::MAX)));
-    let (body, content_type): (Bytes, &'static str) = match target.and_then(|t| t.template.as_ref().map(|n| (t, n))) {
-        Some((t, name)) => {
-            let text = router
-                .templates
-                .render(name, &event, &[])
-                .map_err(|e| SendError::final_error(format!("cannot render the message: {e}")))?;
-            let ct = match t.content_type.as_deref() {
-                Some(ct) => known_content_type(ct),
-                None if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => "application/json",
-                None => "text/plain; charset=utf-8",
-            };
-            (Bytes::from(text), ct)
-        }
-        None => {
-            let json = serde_json::to_vec(&estafeta_core::event::CloudEventJson(&event))
-                .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
-            (Bytes::from(json), "application/cloudevents+json")
-        }
-    };
+    let target = router.route(&d.route_id).and_then(|r| {
+        r.targets
+            .get(usize::try_from(d.target_index).unwrap_or(usize::MAX))
+    });
+    let (body, content_type): (Bytes, &'static str) =
+        match target.and_then(|t| t.template.as_ref().map(|n| (t, n))) {
+            Some((t, name)) => {
+                let text = router.templates.render(name, &event, &[]).map_err(|e| {
+                    SendError::final_error(format!("cannot render the message: {e}"))
+                })?;
+                let ct = match t.content_type.as_deref() {
+                    Some(ct) => known_content_type(ct),
+                    None if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => {
+                        "application/json"
+                    }
+                    None => "text/plain; charset=utf-8",
+                };
+                (Bytes::from(text), ct)
+            }
+            None => {
+                let json = serde_json::to_vec(&estafeta_core::event::CloudEventJson(&event))
+                    .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
+                (Bytes::from(json), "application/cloudevents+json")
+            }
+        };
     Ok(OutboundMessage {
         delivery_id: d.id,
         event,

@@ -23,7 +23,10 @@ impl Item {
         if !self.ordered {
             return None;
         }
-        self.delivery.key.clone().map(|k| (self.delivery.route_id.clone(), k))
+        self.delivery
+            .key
+            .clone()
+            .map(|k| (self.delivery.route_id.clone(), k))
     }
 }
 
@@ -78,7 +81,13 @@ impl Queue {
         let generation = self.next_gen;
         let id = item.delivery.id;
         self.heap.push(Reverse((at, generation, id)));
-        self.slots.insert(id, Slot::Waiting { generation, item: Box::new(item) });
+        self.slots.insert(
+            id,
+            Slot::Waiting {
+                generation,
+                item: Box::new(item),
+            },
+        );
     }
 
     /// A delivery that is new to the dispatcher (or requeued by an operator).

@@ -58,7 +58,11 @@ pub(crate) enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-pub(crate) fn spawn(store: Arc<dyn Store>, capacity: usize, settling: Arc<Settling>) -> mpsc::Sender<Msg> {
+pub(crate) fn spawn(
+    store: Arc<dyn Store>,
+    capacity: usize,
+    settling: Arc<Settling>,
+) -> mpsc::Sender<Msg> {
     let (tx, mut rx) = mpsc::channel::<Msg>(capacity);
     tokio::spawn(async move {
         let mut msgs = Vec::with_capacity(MAX_BATCH);
@@ -100,7 +104,10 @@ async fn write(store: &dyn Store, batch: &mut Vec<AttemptRecord>, flushing: bool
             Err(err) => {
                 tracing::warn!(error = %err, records = batch.len(), "cannot record attempts; retrying");
                 if flushing && backoff > Duration::from_secs(2) {
-                    tracing::warn!(records = batch.len(), "giving up recording attempts at shutdown; they will be attempted again after restart");
+                    tracing::warn!(
+                        records = batch.len(),
+                        "giving up recording attempts at shutdown; they will be attempted again after restart"
+                    );
                     break;
                 }
                 tokio::time::sleep(backoff).await;

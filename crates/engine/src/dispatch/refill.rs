@@ -55,7 +55,10 @@ impl Lane {
             }
             (q.spill.cursor, (self.capacity - depth).min(PAGE))
         };
-        let page = deps.store.unfinished_deliveries_for(&self.id, cursor, room).await?;
+        let page = deps
+            .store
+            .unfinished_deliveries_for(&self.id, cursor, room)
+            .await?;
         let mut events: HashMap<EventId, Arc<Event>> = HashMap::new();
         let wanted: Vec<EventId> = {
             let q = self.queue();
@@ -84,11 +87,23 @@ impl Lane {
                 if q.knows(d.id) || deps.settling.contains(d.id) {
                     continue;
                 }
-                let at = d.next_at.map_or(now, |t| now + (t - now_utc).to_std().unwrap_or(Duration::ZERO));
+                let at = d.next_at.map_or(now, |t| {
+                    now + (t - now_utc).to_std().unwrap_or(Duration::ZERO)
+                });
                 let ordered = d.key.is_some()
-                    && deps.router.route(&d.route_id).is_some_and(|r| r.ordering == Ordering::Key);
+                    && deps
+                        .router
+                        .route(&d.route_id)
+                        .is_some_and(|r| r.ordering == Ordering::Key);
                 let event = events.get(&d.event_id).cloned();
-                q.push_new(Item { delivery: d, event, ordered }, at);
+                q.push_new(
+                    Item {
+                        delivery: d,
+                        event,
+                        ordered,
+                    },
+                    at,
+                );
                 added += 1;
             }
             if full {

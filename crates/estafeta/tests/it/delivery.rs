@@ -23,8 +23,18 @@ async fn delivers_signed_events_to_matching_webhooks_only() {
     let mut big = event("o-1", "order.created", json!({"total": 150}));
     big["subject"] = json!("br-1");
     assert_eq!(s.post_event(&big).await.status(), 202);
-    assert_eq!(s.post_event(&event("o-2", "order.created", json!({"total": 5}))).await.status(), 202);
-    assert_eq!(s.post_event(&event("u-1", "user.created", json!({}))).await.status(), 202);
+    assert_eq!(
+        s.post_event(&event("o-2", "order.created", json!({"total": 5})))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        s.post_event(&event("u-1", "user.created", json!({})))
+            .await
+            .status(),
+        202
+    );
     assert!(rx.wait_for_count(3, T).await, "got {}", rx.count());
     // Nothing more arrives for the user event or the small order's template route.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -37,7 +47,11 @@ async fn delivers_signed_events_to_matching_webhooks_only() {
         assert!(r.header("webhook-signature").unwrap().starts_with("v1,"));
         assert_eq!(r.header("x-team"), Some("integrations"));
     }
-    let templated: Vec<_> = reqs.iter().filter_map(|r| r.json()).filter(|j| j.get("text").is_some()).collect();
+    let templated: Vec<_> = reqs
+        .iter()
+        .filter_map(|r| r.json())
+        .filter(|j| j.get("text").is_some())
+        .collect();
     assert_eq!(templated.len(), 1);
     assert_eq!(templated[0]["text"], "Big order o-1 of 150");
     let structured: Vec<_> = reqs
@@ -46,17 +60,30 @@ async fn delivers_signed_events_to_matching_webhooks_only() {
         .filter_map(|r| r.json())
         .collect();
     assert_eq!(structured.len(), 2);
-    assert!(structured.iter().all(|e| e["specversion"] == "1.0" && e["type"] == "order.created"));
+    assert!(
+        structured
+            .iter()
+            .all(|e| e["specversion"] == "1.0" && e["type"] == "order.created")
+    );
     // The deliveries are visible, delivered, with their attempt.
     let d = s
-        .wait_json("/v1/deliveries?status=delivered", T, |v| v["items"].as_array().unwrap().len() == 3)
+        .wait_json("/v1/deliveries?status=delivered", T, |v| {
+            v["items"].as_array().unwrap().len() == 3
+        })
         .await;
     let id = d["items"][0]["id"].as_str().unwrap();
     let one = s.get_json(&format!("/v1/deliveries/{id}")).await;
     assert_eq!(one["history"][0]["outcome"], "delivered");
     assert_eq!(one["history"][0]["status_code"], 200);
     // Metrics count them.
-    let m = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let m = s
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("estafeta_deliveries_delivered_total"), "{m}");
 }
 
@@ -67,15 +94,30 @@ async fn endpoint_down_then_up_gets_everything() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    retry: { schedule: [0s, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0 }\n    circuit_breaker: { enabled: false }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    retry: { schedule: [0s, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0 }\n    circuit_breaker: { enabled: false }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..20 {
-        assert_eq!(s.post_event(&event(&format!("e-{i}"), "t", json!({"i": i}))).await.status(), 202);
+        assert_eq!(
+            s.post_event(&event(&format!("e-{i}"), "t", json!({"i": i})))
+                .await
+                .status(),
+            202
+        );
     }
-    assert!(rx.wait_for_count(20, T).await, "the failing endpoint is attempted");
+    assert!(
+        rx.wait_for_count(20, T).await,
+        "the failing endpoint is attempted"
+    );
     rx.set_default(200);
-    s.wait_json("/v1/deliveries?status=delivered&limit=100", T, |v| v["items"].as_array().unwrap().len() == 20).await;
+    s.wait_json("/v1/deliveries?status=delivered&limit=100", T, |v| {
+        v["items"].as_array().unwrap().len() == 20
+    })
+    .await;
     let d = s.get_json("/v1/deliveries?limit=1").await;
     let id = d["items"][0]["id"].as_str().unwrap();
     let one = s.get_json(&format!("/v1/deliveries/{id}")).await;
@@ -93,23 +135,45 @@ async fn dead_after_the_last_attempt_then_retried_by_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    retry: { schedule: [0s, 50ms, 50ms], jitter: 0 }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    retry: { schedule: [0s, 50ms, 50ms], jitter: 0 }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     s.post_event(&event("d-1", "t", json!({}))).await;
-    let dead = s.wait_json("/v1/deliveries?status=dead", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
+    let dead = s
+        .wait_json("/v1/deliveries?status=dead", T, |v| {
+            !v["items"].as_array().unwrap().is_empty()
+        })
+        .await;
     let d = &dead["items"][0];
     assert_eq!(d["attempts"], 3);
     assert!(d["last_error"].as_str().unwrap().contains("500"), "{d}");
     assert_eq!(rx.count(), 3);
     rx.set_default(200);
     let id = d["id"].as_str().unwrap();
-    let r = s.req(Method::POST, &format!("/v1/deliveries/{id}/retry")).send().await.unwrap();
+    let r = s
+        .req(Method::POST, &format!("/v1/deliveries/{id}/retry"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    s.wait_json(&format!("/v1/deliveries/{id}"), T, |v| v["status"] == "delivered").await;
+    s.wait_json(&format!("/v1/deliveries/{id}"), T, |v| {
+        v["status"] == "delivered"
+    })
+    .await;
     assert_eq!(rx.count(), 4);
     // Another tenant's or an unknown delivery is not found.
-    let r = s.req(Method::POST, "/v1/deliveries/dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV/retry").send().await.unwrap();
+    let r = s
+        .req(
+            Method::POST,
+            "/v1/deliveries/dlv_01ARZ3NDEKTSV4RRFFQ69G5FAV/retry",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -119,12 +183,20 @@ async fn final_errors_are_not_retried_and_retry_after_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    retry: { schedule: [0s, 10ms, 10ms], jitter: 0 }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    retry: { schedule: [0s, 10ms, 10ms], jitter: 0 }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     rx.fail_next(1, 422);
     s.post_event(&event("f-1", "t", json!({}))).await;
-    let dead = s.wait_json("/v1/deliveries?status=dead", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
+    let dead = s
+        .wait_json("/v1/deliveries?status=dead", T, |v| {
+            !v["items"].as_array().unwrap().is_empty()
+        })
+        .await;
     assert_eq!(dead["items"][0]["attempts"], 1, "a 4xx is final");
 
     rx.respond_with(1, 429, &[("retry-after", "1")], "");
@@ -132,8 +204,13 @@ async fn final_errors_are_not_retried_and_retry_after_is_honoured() {
     let start = std::time::Instant::now();
     assert!(rx.wait_for_count(3, T).await);
     let arrivals = rx.arrivals();
-    let gap = arrivals[2].received_at.duration_since(arrivals[1].received_at);
-    assert!(gap >= Duration::from_millis(900), "Retry-After: 1 must delay the retry, got {gap:?}");
+    let gap = arrivals[2]
+        .received_at
+        .duration_since(arrivals[1].received_at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "Retry-After: 1 must delay the retry, got {gap:?}"
+    );
     assert!(start.elapsed() < T);
 }
 
@@ -146,15 +223,49 @@ async fn render_and_filter_errors_fail_the_delivery_with_the_reason() {
         webhook("hook", &rx.url(), "")
     );
     let s = Server::start(dir.path(), &cfg).await;
-    assert_eq!(s.post_event(&event("a-1", "a", json!({"name": "flat"}))).await.status(), 202);
-    assert_eq!(s.post_event(&event("b-1", "b", json!({"total": "not a number"}))).await.status(), 202);
-    let dead = s.wait_json("/v1/deliveries?status=dead", T, |v| v["items"].as_array().unwrap().len() == 2).await;
-    let errors: Vec<String> = dead["items"].as_array().unwrap().iter().map(|d| d["last_error"].as_str().unwrap().to_owned()).collect();
-    assert!(errors.iter().any(|e| e.contains("routes.tmpl.to[0].template")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("route `filt`") && e.contains("data.total > 1")), "{errors:?}");
+    assert_eq!(
+        s.post_event(&event("a-1", "a", json!({"name": "flat"})))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        s.post_event(&event("b-1", "b", json!({"total": "not a number"})))
+            .await
+            .status(),
+        202
+    );
+    let dead = s
+        .wait_json("/v1/deliveries?status=dead", T, |v| {
+            v["items"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let errors: Vec<String> = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["last_error"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("routes.tmpl.to[0].template")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("route `filt`") && e.contains("data.total > 1")),
+        "{errors:?}"
+    );
     assert_eq!(rx.count(), 0);
     // The server is fine.
-    assert_eq!(s.post_event(&event("a-2", "a", json!({"name": {"first": "Ana"}}))).await.status(), 202);
+    assert_eq!(
+        s.post_event(&event("a-2", "a", json!({"name": {"first": "Ana"}})))
+            .await
+            .status(),
+        202
+    );
     assert!(rx.wait_for_count(1, T).await);
     assert_eq!(rx.requests()[0].body, "hello Ana".as_bytes());
 }
@@ -163,11 +274,15 @@ async fn render_and_filter_errors_fail_the_delivery_with_the_reason() {
 async fn replay_sends_a_routes_events_again() {
     let rx = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!("routes:\n  - id: r\n    match: 'x.*'\n    to: [{{destination: hook}}]\ndestinations:\n{}", webhook("hook", &rx.url(), ""));
+    let cfg = format!(
+        "routes:\n  - id: r\n    match: 'x.*'\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        webhook("hook", &rx.url(), "")
+    );
     let s = Server::start(dir.path(), &cfg).await;
     let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     for i in 0..5 {
-        s.post_event(&event(&format!("r-{i}"), "x.y", json!({"i": i}))).await;
+        s.post_event(&event(&format!("r-{i}"), "x.y", json!({"i": i})))
+            .await;
     }
     s.post_event(&event("other", "z", json!({}))).await;
     assert!(rx.wait_for_count(5, T).await);
@@ -182,9 +297,18 @@ async fn replay_sends_a_routes_events_again() {
     assert_eq!(report["scanned"], 6);
     assert_eq!(report["matched"], 5);
     assert!(rx.wait_for_count(10, T).await);
-    let ids: std::collections::HashSet<_> = rx.requests().iter().map(|r| r.header("webhook-id").unwrap().to_owned()).collect();
+    let ids: std::collections::HashSet<_> = rx
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 10, "replayed deliveries carry new ids");
-    let r = s.req(Method::POST, "/v1/routes/nope/replay").json(&json!({"from": before.to_rfc3339()})).send().await.unwrap();
+    let r = s
+        .req(Method::POST, "/v1/routes/nope/replay")
+        .json(&json!({"from": before.to_rfc3339()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -195,7 +319,11 @@ async fn ordering_by_key_delivers_one_at_a_time_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    ordering: key\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    concurrency: 16\n    retry: { schedule: [0s, 50ms, 50ms, 50ms, 50ms], jitter: 0 }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    concurrency: 16\n    retry: { schedule: [0s, 50ms, 50ms, 50ms, 50ms], jitter: 0 }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     // The first deliveries fail once: later ones for the same key must wait for them.
@@ -234,7 +362,11 @@ async fn private_addresses_are_refused_unless_allowed() {
     );
     let s = Server::start(dir.path(), &cfg).await;
     s.post_event(&event("p-1", "t", json!({}))).await;
-    let dead = s.wait_json("/v1/deliveries?status=dead", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
+    let dead = s
+        .wait_json("/v1/deliveries?status=dead", T, |v| {
+            !v["items"].as_array().unwrap().is_empty()
+        })
+        .await;
     let err = dead["items"][0]["last_error"].as_str().unwrap();
     assert!(err.contains("allow_private_networks"), "{err}");
     assert_eq!(rx.count(), 0);
@@ -247,18 +379,37 @@ async fn batch_mode_sends_many_events_in_one_signed_request() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    concurrency: 1\n    batch: { max_events: 50, max_wait: 100ms }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    concurrency: 1\n    batch: { max_events: 50, max_wait: 100ms }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
-    let batch: Vec<Value> = (0..100).map(|i| event(&format!("m-{i}"), "t", json!({"i": i}))).collect();
+    let batch: Vec<Value> = (0..100)
+        .map(|i| event(&format!("m-{i}"), "t", json!({"i": i})))
+        .collect();
     s.post_batch(&batch).await;
-    s.wait_json("/v1/deliveries?status=delivered&limit=200", T, |v| v["items"].as_array().unwrap().len() == 100).await;
+    s.wait_json("/v1/deliveries?status=delivered&limit=200", T, |v| {
+        v["items"].as_array().unwrap().len() == 100
+    })
+    .await;
     let reqs = rx.requests();
-    assert!(reqs.len() < 100, "batched into fewer requests, got {}", reqs.len());
+    assert!(
+        reqs.len() < 100,
+        "batched into fewer requests, got {}",
+        reqs.len()
+    );
     assert_eq!(rx.bad_signatures(), 0);
-    let total: usize = reqs.iter().map(|r| r.json().unwrap().as_array().unwrap().len()).sum();
+    let total: usize = reqs
+        .iter()
+        .map(|r| r.json().unwrap().as_array().unwrap().len())
+        .sum();
     assert_eq!(total, 100);
-    assert!(reqs.iter().all(|r| r.header("content-type") == Some("application/cloudevents-batch+json")));
+    assert!(
+        reqs.iter()
+            .all(|r| r.header("content-type") == Some("application/cloudevents-batch+json"))
+    );
 }
 
 #[tokio::test]
@@ -276,20 +427,33 @@ async fn the_circuit_breaker_pauses_a_failing_endpoint_and_resumes_it() {
     );
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..20 {
-        s.post_event(&event(&format!("cb-{i}"), "t", json!({"i": i}))).await;
+        s.post_event(&event(&format!("cb-{i}"), "t", json!({"i": i})))
+            .await;
     }
     // It opens once the endpoint has failed for the window.
-    s.wait_json("/v1/destinations", T, |v| v["items"][0]["circuit_open"] == true).await;
+    s.wait_json("/v1/destinations", T, |v| {
+        v["items"][0]["circuit_open"] == true
+    })
+    .await;
     // While open, only probes go out: about one per second.
     let before = rx.count();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let during = rx.count() - before;
-    assert!(during <= 4, "{during} requests while open; expected only probes");
+    assert!(
+        during <= 4,
+        "{during} requests while open; expected only probes"
+    );
     // Nothing is dropped or dead meanwhile.
     let dead = s.get_json("/v1/deliveries?status=dead").await;
     assert!(dead["items"].as_array().unwrap().is_empty(), "{dead}");
     // The endpoint recovers: a probe succeeds and everything is delivered.
     rx.set_default(200);
-    s.wait_json("/v1/deliveries?status=delivered&limit=100", T, |v| v["items"].as_array().unwrap().len() == 20).await;
-    s.wait_json("/v1/destinations", T, |v| v["items"][0]["circuit_open"] == false).await;
+    s.wait_json("/v1/deliveries?status=delivered&limit=100", T, |v| {
+        v["items"].as_array().unwrap().len() == 20
+    })
+    .await;
+    s.wait_json("/v1/destinations", T, |v| {
+        v["items"][0]["circuit_open"] == false
+    })
+    .await;
 }

@@ -18,11 +18,16 @@ async fn quickstart_delivers_orders_and_big_orders() {
         dir.path(),
         &cfg,
         &["--listen", "127.0.0.1:0", "--storage", &storage],
-        &[("HOOK_URL", rx.url().as_str()), ("ESTAFETA_SECRET_SHOP_WHSEC", WHSEC)],
+        &[
+            ("HOOK_URL", rx.url().as_str()),
+            ("ESTAFETA_SECRET_SHOP_WHSEC", WHSEC),
+        ],
     )
     .await;
-    s.post_event(&event("o-1", "order.created", json!({"total": 42}))).await;
-    s.post_event(&event("o-2", "order.created", json!({"total": 420}))).await;
+    s.post_event(&event("o-1", "order.created", json!({"total": 42})))
+        .await;
+    s.post_event(&event("o-2", "order.created", json!({"total": 420})))
+        .await;
     s.post_event(&event("u-1", "user.created", json!({}))).await;
     // Two orders through `orders`, one big order through `big-orders`.
     assert!(rx.wait_for_count(3, Duration::from_secs(30)).await);
@@ -43,11 +48,26 @@ async fn quickstart_delivers_orders_and_big_orders() {
 #[tokio::test]
 async fn bench_runs_a_small_load_and_reports_json() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
-        .args(["bench", "--events", "400", "--batch", "10", "--connections", "4", "--ceiling-secs", "1", "--json"])
+        .args([
+            "bench",
+            "--events",
+            "400",
+            "--batch",
+            "10",
+            "--connections",
+            "4",
+            "--ceiling-secs",
+            "1",
+            "--json",
+        ])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     let text = v.to_string();

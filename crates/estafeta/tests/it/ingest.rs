@@ -36,7 +36,13 @@ async fn batches_are_accepted_and_listed_with_filters() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "").await;
     let batch: Vec<Value> = (0..250)
-        .map(|i| event(&format!("b-{i}"), if i % 2 == 0 { "a.even" } else { "a.odd" }, json!({"i": i})))
+        .map(|i| {
+            event(
+                &format!("b-{i}"),
+                if i % 2 == 0 { "a.even" } else { "a.odd" },
+                json!({"i": i}),
+            )
+        })
         .collect();
     let r = s.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
@@ -46,7 +52,9 @@ async fn batches_are_accepted_and_listed_with_filters() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor = String::new();
     loop {
-        let page = s.get_json(&format!("/v1/events?type=a.even&limit=50{cursor}")).await;
+        let page = s
+            .get_json(&format!("/v1/events?type=a.even&limit=50{cursor}"))
+            .await;
         for e in page["items"].as_array().unwrap() {
             assert_eq!(e["type"], "a.even");
             assert!(seen.insert(e["id"].as_str().unwrap().to_owned()));
@@ -58,7 +66,9 @@ async fn batches_are_accepted_and_listed_with_filters() {
     }
     assert_eq!(seen.len(), 125);
     let one = &v["ids"][0];
-    let got = s.get_json(&format!("/v1/events/{}", one.as_str().unwrap())).await;
+    let got = s
+        .get_json(&format!("/v1/events/{}", one.as_str().unwrap()))
+        .await;
     assert_eq!(got["ce_id"], "b-0");
     assert_eq!(got["data"]["i"], 0);
 }
@@ -68,22 +78,38 @@ async fn bad_input_gets_its_specific_status_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), "").await;
     let post = |ct: &'static str, body: String| {
-        s.req(Method::POST, "/v1/events").header("content-type", ct).body(body).send()
+        s.req(Method::POST, "/v1/events")
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
     // Malformed JSON names line and column.
-    let r = post("application/json", "{\"specversion\": \"1.0\",\n \"id\": }".into()).await.unwrap();
+    let r = post(
+        "application/json",
+        "{\"specversion\": \"1.0\",\n \"id\": }".into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let p: Value = r.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("line 2"), "{p}");
     // Missing attribute names the field.
-    let r = post("application/json", json!({"specversion":"1.0","source":"s","type":"t"}).to_string()).await.unwrap();
+    let r = post(
+        "application/json",
+        json!({"specversion":"1.0","source":"s","type":"t"}).to_string(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["field"], "id");
     // Wrong type in a batch names the index.
-    let batch = json!([event("ok", "t", json!({})), {"specversion":"1.0","id":"x","source":"s","type":5}]);
-    let r = post("application/cloudevents-batch+json", batch.to_string()).await.unwrap();
+    let batch =
+        json!([event("ok", "t", json!({})), {"specversion":"1.0","id":"x","source":"s","type":5}]);
+    let r = post("application/cloudevents-batch+json", batch.to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["field"], "[1].type");
@@ -98,7 +124,12 @@ async fn bad_input_gets_its_specific_status_and_the_server_keeps_serving() {
     let r = post("text/plain", "hello".into()).await.unwrap();
     assert_eq!(r.status(), 415);
     // No token, wrong token.
-    let r = reqwest::Client::new().post(format!("{}/v1/events", s.url)).body("{}").send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events", s.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = reqwest::Client::new()
         .get(format!("{}/v1/events", s.url))
@@ -107,14 +138,26 @@ async fn bad_input_gets_its_specific_status_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = reqwest::Client::new().get(format!("{}/metrics", s.url)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "metrics need a token too");
     // Unknown ids and bad ids.
-    let r = s.req(Method::GET, "/v1/events/evt_01ARZ3NDEKTSV4RRFFQ69G5FAV").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v1/events/evt_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = s.req(Method::GET, "/v1/events/nope").send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = s.req(Method::GET, "/v1/deliveries?status=lost").send().await.unwrap();
+    let r = s
+        .req(Method::GET, "/v1/deliveries?status=lost")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // Still serving.
     let r = s.post_event(&event("after", "t", json!({}))).await;
@@ -143,9 +186,19 @@ async fn check_command_reports_every_problem_with_its_place() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:4:") && err.contains("routes[0].filter: route `r`: filter does not compile"), "{err}");
-    assert!(err.contains("bad.yaml:6:22: routes[0].to[0].destination: no destination with id `nowhere`"), "{err}");
-    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.yaml");
+    assert!(
+        err.contains("bad.yaml:4:")
+            && err.contains("routes[0].filter: route `r`: filter does not compile"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "bad.yaml:6:22: routes[0].to[0].destination: no destination with id `nowhere`"
+        ),
+        "{err}"
+    );
+    let good =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.yaml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
         .args(["check", "--config"])
         .arg(&good)
@@ -153,7 +206,11 @@ async fn check_command_reports_every_problem_with_its_place() {
         .env("ESTAFETA_SECRET_SHOP_WHSEC", crate::server::WHSEC)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -168,8 +225,21 @@ async fn the_cli_sends_lists_and_retries() {
             .output()
             .unwrap()
     };
-    let out = cli(&["events", "send", "--type", "order.created", "--id", "cli-1", "--data", r#"{"total": 42}"#]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&[
+        "events",
+        "send",
+        "--type",
+        "order.created",
+        "--id",
+        "cli-1",
+        "--data",
+        r#"{"total": 42}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(id.starts_with("evt_"), "{id}");
     let out = cli(&["events", "get", &id, "--json"]);
@@ -184,11 +254,22 @@ async fn the_cli_sends_lists_and_retries() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data is not valid JSON"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
-        .args(["events", "list", "--url", &s.url, "--token", "wrong-wrong-wrong-wrong"])
+        .args([
+            "events",
+            "list",
+            "--url",
+            &s.url,
+            "--token",
+            "wrong-wrong-wrong-wrong",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -201,7 +282,10 @@ async fn events_can_come_in_through_a_named_http_source() {
     );
     let s = Server::start(dir.path(), &cfg).await;
     // Through the default source: the route does not take it.
-    assert_eq!(s.post_event(&event("p-0", "t", json!({}))).await.status(), 202);
+    assert_eq!(
+        s.post_event(&event("p-0", "t", json!({}))).await.status(),
+        202
+    );
     let r = s
         .req(Method::POST, "/v1/events?source=partners")
         .header("content-type", "application/cloudevents+json")

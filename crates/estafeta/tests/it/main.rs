@@ -1,7 +1,12 @@
 //! End-to-end tests: the real `estafeta` binary, a real SQLite store on disk, and a local
 //! webhook receiver that verifies Standard Webhooks signatures.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 
 mod delivery;
 mod examples;

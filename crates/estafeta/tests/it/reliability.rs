@@ -27,7 +27,11 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    concurrency: 8\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    concurrency: 8\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     let url = s.url.clone();
@@ -67,7 +71,10 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
     }
     let accepted: HashSet<i64> = accepted.lock().unwrap().iter().copied().collect();
     let delivered_before = seqs_delivered(&rx);
-    assert!(delivered_before.len() < accepted.len(), "the crash must interrupt delivery for the test to mean something");
+    assert!(
+        delivered_before.len() < accepted.len(),
+        "the crash must interrupt delivery for the test to mean something"
+    );
 
     let s = Server::start_with_file(dir.path(), &dir.path().join("estafeta.yaml")).await;
     let deadline = std::time::Instant::now() + T;
@@ -77,7 +84,11 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
         if missing.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "accepted but never delivered, e.g. {missing:?} (of {})", accepted.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "accepted but never delivered, e.g. {missing:?} (of {})",
+            accepted.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Every accepted event is in the log exactly once.
@@ -91,7 +102,11 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
             None => break,
         }
     }
-    assert!(seen >= accepted.len(), "log has {seen}, accepted {}", accepted.len());
+    assert!(
+        seen >= accepted.len(),
+        "log has {seen}, accepted {}",
+        accepted.len()
+    );
 }
 
 #[tokio::test]
@@ -99,10 +114,14 @@ async fn sigterm_finishes_in_flight_attempts_and_exits_cleanly() {
     let rx = WebhookReceiver::start().await;
     rx.set_delay(Duration::from_millis(700));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!("routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}", webhook("hook", &rx.url(), ""));
+    let cfg = format!(
+        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        webhook("hook", &rx.url(), "")
+    );
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..5 {
-        s.post_event(&event(&format!("g-{i}"), "t", json!({"n": i}))).await;
+        s.post_event(&event(&format!("g-{i}"), "t", json!({"n": i})))
+            .await;
     }
     // Wait until the attempts are in flight (the receiver holds them for 700 ms).
     let start = std::time::Instant::now();
@@ -127,15 +146,26 @@ async fn retries_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    retry: { schedule: [0s, 2s, 2s], jitter: 0 }\n    circuit_breaker: { enabled: false }\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    retry: { schedule: [0s, 2s, 2s], jitter: 0 }\n    circuit_breaker: { enabled: false }\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
     s.post_event(&event("s-1", "t", json!({"n": 1}))).await;
-    s.wait_json("/v1/deliveries?status=retrying", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
+    s.wait_json("/v1/deliveries?status=retrying", T, |v| {
+        !v["items"].as_array().unwrap().is_empty()
+    })
+    .await;
     s.kill9().await;
     rx.set_default(200);
     let s = Server::start_with_file(dir.path(), &dir.path().join("estafeta.yaml")).await;
-    let v = s.wait_json("/v1/deliveries?status=delivered", T, |v| !v["items"].as_array().unwrap().is_empty()).await;
+    let v = s
+        .wait_json("/v1/deliveries?status=delivered", T, |v| {
+            !v["items"].as_array().unwrap().is_empty()
+        })
+        .await;
     assert_eq!(v["items"][0]["attempts"], 2);
 }
 
@@ -146,16 +176,25 @@ async fn a_backlog_larger_than_memory_waits_in_the_store_and_is_all_delivered_on
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "    concurrency: 4\n    queue_capacity: 20\n")
+        webhook(
+            "hook",
+            &rx.url(),
+            "    concurrency: 4\n    queue_capacity: 20\n"
+        )
     );
     let s = Server::start(dir.path(), &cfg).await;
-    let batch: Vec<serde_json::Value> = (0..600).map(|i| event(&format!("q-{i}"), "t", json!({"n": i}))).collect();
+    let batch: Vec<serde_json::Value> = (0..600)
+        .map(|i| event(&format!("q-{i}"), "t", json!({"n": i})))
+        .collect();
     for chunk in batch.chunks(100) {
         assert_eq!(s.post_batch(chunk).await.status(), 202);
     }
     // Memory holds at most 20 of them at a time; the rest come back from the store.
     let depth = s.get_json("/v1/destinations").await;
-    assert!(depth["items"][0]["queued"].as_u64().unwrap() <= 20, "{depth}");
+    assert!(
+        depth["items"][0]["queued"].as_u64().unwrap() <= 20,
+        "{depth}"
+    );
     assert!(rx.wait_for_count(600, T).await, "delivered {}", rx.count());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.count(), 600, "each delivery sent once");

@@ -37,9 +37,17 @@ impl Server {
     }
 
     /// Starts with extra command-line arguments and environment variables.
-    pub async fn start_with_args(dir: &Path, cfg_path: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub async fn start_with_args(
+        dir: &Path,
+        cfg_path: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         estafeta_destinations::install_crypto_provider();
-        let stderr_log = dir.join(format!("stderr-{}.log", std::process::id() as u64 * 1000 + rand_u16() as u64));
+        let stderr_log = dir.join(format!(
+            "stderr-{}.log",
+            std::process::id() as u64 * 1000 + rand_u16() as u64
+        ));
         let stderr = std::fs::File::create(&stderr_log).expect("stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_estafeta"))
             .arg("serve")
@@ -69,11 +77,19 @@ impl Server {
         .ok()
         .flatten()
         .unwrap_or_else(|| {
-            panic!("server did not start:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default())
+            panic!(
+                "server did not start:\n{}",
+                std::fs::read_to_string(&stderr_log).unwrap_or_default()
+            )
         });
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, url, stderr_log, http: reqwest::Client::new() }
+        Self {
+            child,
+            url,
+            stderr_log,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -101,7 +117,9 @@ impl Server {
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(TOKEN)
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
     }
 
     pub async fn post_event(&self, ev: &Value) -> reqwest::Response {
@@ -123,27 +141,41 @@ impl Server {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        let r = self.req(reqwest::Method::GET, path).send().await.expect("get");
+        let r = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("get");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.expect("json")
     }
 
     /// Waits until `GET path` satisfies `pred`, polling with a bound.
-    pub async fn wait_json(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = std::time::Instant::now();
         loop {
             let v = self.get_json(path).await;
             if pred(&v) {
                 return v;
             }
-            assert!(start.elapsed() < timeout, "timed out waiting on {path}; last answer: {v}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting on {path}; last answer: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
 fn rand_u16() -> u16 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (t.subsec_nanos() % 65_521) as u16
 }
 
