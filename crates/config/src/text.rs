@@ -69,7 +69,7 @@ pub trait Lookup {
 }
 
 /// The process environment; secrets come from `ESTAFETA_SECRET_<NAME>` (name upper-cased,
-/// `-` and `.` as `_`) or from a file `<secrets_dir>/<name>` when a directory is set.
+/// other characters than letters and digits as `_`) or from a file `<secrets_dir>/<name>` when a directory is set.
 #[derive(Debug, Default, Clone)]
 pub struct ProcessLookup {
     /// Directory of secret files (`ESTAFETA_SECRETS_DIR`).
@@ -92,17 +92,7 @@ impl Lookup for ProcessLookup {
     }
 
     fn secret(&self, name: &str) -> Option<String> {
-        let var: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if let Ok(v) = std::env::var(format!("ESTAFETA_SECRET_{var}")) {
+        if let Ok(v) = std::env::var(format!("ESTAFETA_SECRET_{}", secret_var_suffix(name))) {
             return Some(v);
         }
         let dir = self.secrets_dir.as_ref()?;
@@ -113,6 +103,20 @@ impl Lookup for ProcessLookup {
             .ok()
             .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
     }
+}
+
+/// The environment variable suffix for a secret: upper-cased, every character other than a
+/// letter or digit as `_` (`shop-whsec` → `SHOP_WHSEC`).
+fn secret_var_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Why a reference could not be resolved.
@@ -176,17 +180,7 @@ pub fn resolve(raw: &str, lookup: &dyn Lookup) -> Result<Resolved, ResolveError>
             ),
             "secret" => {
                 let v = lookup.secret(name).ok_or_else(|| {
-                    let var = name
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() {
-                                c.to_ascii_uppercase()
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect();
-                    ResolveError::MissingSecret(name.to_owned(), var)
+                    ResolveError::MissingSecret(name.to_owned(), secret_var_suffix(name))
                 })?;
                 has_secret = true;
                 out.push_str(&v);

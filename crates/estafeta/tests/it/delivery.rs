@@ -7,7 +7,7 @@ use estafeta_testkit::WebhookReceiver;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Server, WHSEC, event, webhook};
+use crate::server::{Server, WHSEC, event, one_route, webhook};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -92,13 +92,9 @@ async fn endpoint_down_then_up_gets_everything() {
     let rx = WebhookReceiver::start().await;
     rx.set_default(503);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    retry: { schedule: [0s, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0 }\n    circuit_breaker: { enabled: false }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    retry: { schedule: [0s, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0 }\n    circuit_breaker: { enabled: false }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..20 {
@@ -133,13 +129,9 @@ async fn dead_after_the_last_attempt_then_retried_by_the_api() {
     let rx = WebhookReceiver::start().await;
     rx.set_default(500);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    retry: { schedule: [0s, 50ms, 50ms], jitter: 0 }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    retry: { schedule: [0s, 50ms, 50ms], jitter: 0 }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     s.post_event(&event("d-1", "t", json!({}))).await;
@@ -181,13 +173,9 @@ async fn dead_after_the_last_attempt_then_retried_by_the_api() {
 async fn final_errors_are_not_retried_and_retry_after_is_honoured() {
     let rx = WebhookReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    retry: { schedule: [0s, 10ms, 10ms], jitter: 0 }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    retry: { schedule: [0s, 10ms, 10ms], jitter: 0 }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     rx.fail_next(1, 422);
@@ -377,13 +365,9 @@ async fn batch_mode_sends_many_events_in_one_signed_request() {
     let rx = WebhookReceiver::start_with_secret(WHSEC).await;
     rx.set_delay(Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    concurrency: 1\n    batch: { max_events: 50, max_wait: 100ms }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    concurrency: 1\n    batch: { max_events: 50, max_wait: 100ms }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     let batch: Vec<Value> = (0..100)
@@ -417,13 +401,9 @@ async fn the_circuit_breaker_pauses_a_failing_endpoint_and_resumes_it() {
     let rx = WebhookReceiver::start().await;
     rx.set_default(503);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    concurrency: 4\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n    circuit_breaker: { failure_window: 300ms, probe_interval: 1s }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    concurrency: 4\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n    circuit_breaker: { failure_window: 300ms, probe_interval: 1s }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..20 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use estafeta_testkit::WebhookReceiver;
 use serde_json::json;
 
-use crate::server::{Server, event, webhook};
+use crate::server::{Server, event, one_route};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -25,13 +25,9 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
     let rx = WebhookReceiver::start().await;
     rx.set_delay(Duration::from_millis(5));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    concurrency: 8\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    concurrency: 8\n    retry: { schedule: [0s, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     let url = s.url.clone();
@@ -114,10 +110,7 @@ async fn sigterm_finishes_in_flight_attempts_and_exits_cleanly() {
     let rx = WebhookReceiver::start().await;
     rx.set_delay(Duration::from_millis(700));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook("hook", &rx.url(), "")
-    );
+    let cfg = one_route(&rx.url(), "");
     let s = Server::start(dir.path(), &cfg).await;
     for i in 0..5 {
         s.post_event(&event(&format!("g-{i}"), "t", json!({"n": i})))
@@ -144,13 +137,9 @@ async fn retries_survive_a_restart() {
     let rx = WebhookReceiver::start().await;
     rx.set_default(503);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    retry: { schedule: [0s, 2s, 2s], jitter: 0 }\n    circuit_breaker: { enabled: false }\n"
-        )
+    let cfg = one_route(
+        &rx.url(),
+        "    retry: { schedule: [0s, 2s, 2s], jitter: 0 }\n    circuit_breaker: { enabled: false }\n",
     );
     let s = Server::start(dir.path(), &cfg).await;
     s.post_event(&event("s-1", "t", json!({"n": 1}))).await;
@@ -174,14 +163,7 @@ async fn a_backlog_larger_than_memory_waits_in_the_store_and_is_all_delivered_on
     let rx = WebhookReceiver::start().await;
     rx.set_delay(Duration::from_millis(2));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
-        webhook(
-            "hook",
-            &rx.url(),
-            "    concurrency: 4\n    queue_capacity: 20\n"
-        )
-    );
+    let cfg = one_route(&rx.url(), "    concurrency: 4\n    queue_capacity: 20\n");
     let s = Server::start(dir.path(), &cfg).await;
     let batch: Vec<serde_json::Value> = (0..600)
         .map(|i| event(&format!("q-{i}"), "t", json!({"n": i})))

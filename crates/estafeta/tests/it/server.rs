@@ -189,3 +189,12 @@ pub fn webhook(id: &str, url: &str, extra: &str) -> String {
         "  - id: {id}\n    kind: webhook\n    url: {url}\n    secret: ${{secret:hook}}\n    allow_private_networks: true\n    timeout: 5s\n{extra}"
     )
 }
+
+/// A config with one route (`r`, every event) to one webhook `hook` at `url`; `extra` adds
+/// lines to the destination.
+pub fn one_route(url: &str, extra: &str) -> String {
+    format!(
+        "routes:\n  - id: r\n    to: [{{destination: hook}}]\ndestinations:\n{}",
+        webhook("hook", url, extra)
+    )
+}
