@@ -38,6 +38,42 @@ pub(crate) struct Lane {
     limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) breaker: Breaker,
     retry: RetryPolicy,
+    metrics: LaneMetrics,
+}
+
+/// The lane's metric handles, registered once (a per-attempt lookup with label strings cost
+/// measurable CPU at thousands of deliveries per second).
+struct LaneMetrics {
+    attempt_duration: metrics::Histogram,
+    end_to_end: metrics::Histogram,
+    delivered: metrics::Counter,
+    dead: metrics::Counter,
+    failed_retryable: metrics::Counter,
+    failed_final: metrics::Counter,
+    circuit_open: metrics::Gauge,
+}
+
+impl LaneMetrics {
+    fn new(dest: &str) -> Self {
+        let d = dest.to_owned();
+        Self {
+            attempt_duration: metrics::histogram!(m::ATTEMPT_DURATION, "destination" => d.clone()),
+            end_to_end: metrics::histogram!(m::END_TO_END_LATENCY, "destination" => d.clone()),
+            delivered: metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => d.clone()),
+            dead: metrics::counter!(m::DELIVERIES_DEAD, "destination" => d.clone()),
+            failed_retryable: metrics::counter!(m::ATTEMPTS_FAILED, "destination" => d.clone(), "class" => "retryable"),
+            failed_final: metrics::counter!(m::ATTEMPTS_FAILED, "destination" => d.clone(), "class" => "final"),
+            circuit_open: metrics::gauge!(m::CIRCUIT_OPEN, "destination" => d),
+        }
+    }
+
+    fn failed(&self, outcome: AttemptOutcome) -> &metrics::Counter {
+        if outcome == AttemptOutcome::Retryable {
+            &self.failed_retryable
+        } else {
+            &self.failed_final
+        }
+    }
 }
 
 pub(crate) struct LaneDeps {
@@ -76,6 +112,7 @@ impl Lane {
             limiter,
             breaker: Breaker::new(settings.breaker),
             retry: settings.retry.clone(),
+            metrics: LaneMetrics::new(&settings.id),
         }
     }
 
@@ -268,14 +305,16 @@ impl Lane {
             self.destination.send_batch(&ready).await
         };
         let took = clock.elapsed();
-        metrics::histogram!(m::ATTEMPT_DURATION, "destination" => self.id.clone())
-            .record(took.as_secs_f64());
+        self.metrics.attempt_duration.record(took.as_secs_f64());
         let endpoint_failed = matches!(&result, Err(e) if e.is_retryable());
+        let was_open = self.breaker.is_open();
         if self.breaker.record(endpoint_failed, probe) {
             tracing::warn!(dest_id = %self.id, "circuit breaker opened: destination keeps failing; probing until it recovers");
         }
-        metrics::gauge!(m::CIRCUIT_OPEN, "destination" => self.id.clone())
-            .set(if self.breaker.is_open() { 1.0 } else { 0.0 });
+        let open = self.breaker.is_open();
+        if open != was_open {
+            self.metrics.circuit_open.set(if open { 1.0 } else { 0.0 });
+        }
         for item in ready_items {
             self.conclude(item, started_at, took, result.as_ref(), deps)
                 .await;
@@ -291,7 +330,6 @@ impl Lane {
         deps: &LaneDeps,
     ) {
         let attempts = item.delivery.attempts + 1;
-        let dest = self.id.clone();
         let (outcome, status_code, error, excerpt) = match result {
             Ok(ok) => (
                 AttemptOutcome::Delivered,
@@ -329,21 +367,19 @@ impl Lane {
         };
         match status {
             DeliveryStatus::Delivered => {
-                metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => dest.clone())
-                    .increment(1);
+                self.metrics.delivered.increment(1);
                 if let Some(ev) = &item.event {
                     let e2e = (Utc::now() - ev.received_at).to_std().unwrap_or_default();
-                    metrics::histogram!(m::END_TO_END_LATENCY, "destination" => dest.clone())
-                        .record(e2e.as_secs_f64());
+                    self.metrics.end_to_end.record(e2e.as_secs_f64());
                 }
             }
             DeliveryStatus::Dead => {
-                metrics::counter!(m::ATTEMPTS_FAILED, "destination" => dest.clone(), "class" => outcome.as_str()).increment(1);
-                metrics::counter!(m::DELIVERIES_DEAD, "destination" => dest.clone()).increment(1);
-                tracing::info!(dest_id = %dest, delivery_id = %item.delivery.id, attempts, error = error.as_deref().unwrap_or(""), "delivery is dead");
+                self.metrics.failed(outcome).increment(1);
+                self.metrics.dead.increment(1);
+                tracing::info!(dest_id = %self.id, delivery_id = %item.delivery.id, attempts, error = error.as_deref().unwrap_or(""), "delivery is dead");
             }
             _ => {
-                metrics::counter!(m::ATTEMPTS_FAILED, "destination" => dest.clone(), "class" => outcome.as_str()).increment(1);
+                self.metrics.failed(outcome).increment(1);
             }
         }
         let next_at = next.map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default());
