@@ -72,6 +72,8 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         .ok();
 
     let StorageSettings::Sqlite { path } = &config.storage;
+    create_private_dir(path.parent().unwrap_or(std::path::Path::new(".")))
+        .with_context(|| format!("creating the data directory for {}", path.display()))?;
     let mut opts = SqliteOptions::new(path.clone());
     opts.dedupe_window = config.dedupe_window;
     let store: Arc<dyn Store> = Arc::new(
@@ -183,6 +185,19 @@ async fn admin_auth(
         );
     }
     Ok(Auth::from_token(&token))
+}
+
+/// Creates the data directory readable only by this user (events and deliveries are
+/// confidential); an existing directory is left as it is.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
