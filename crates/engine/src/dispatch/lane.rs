@@ -422,9 +422,15 @@ impl Lane {
                 self.notify.notify_one();
             }
             None => {
-                self.queue().finish(&item, Instant::now());
+                let paging = {
+                    let mut q = self.queue();
+                    q.finish(&item, Instant::now());
+                    q.spill.active
+                };
                 self.notify.notify_one();
-                self.refill_wake.notify_one();
+                if paging {
+                    self.refill_wake.notify_one();
+                }
             }
         }
     }
