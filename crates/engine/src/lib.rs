@@ -250,15 +250,17 @@ impl Engine {
             .map(|i| {
                 let deliveries = self.inner.router.plan(&i.event);
                 NewEvent {
-                    event: i.event,
+                    event: Arc::new(i.event),
                     dedupe_key: i.dedupe_key,
                     deliveries,
                 }
             })
             .collect();
+        // The store and the queues share each event; only the small delivery records are
+        // copied.
         let keep: Vec<(Arc<Event>, Vec<Delivery>)> = batch
             .iter()
-            .map(|n| (Arc::new(n.event.clone()), n.deliveries.clone()))
+            .map(|n| (Arc::clone(&n.event), n.deliveries.clone()))
             .collect();
         let outcomes = self.inner.store.append(batch).await?;
         for (outcome, (event, deliveries)) in outcomes.iter().zip(keep) {

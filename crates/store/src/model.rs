@@ -10,7 +10,7 @@ pub struct NewEvent {
     /// The event. Its id must not be older than its `received_at` (make the id after taking
     /// the time, as the ingest does; up to a second of clock step back is tolerated): reads
     /// bounded by receipt time start from the id that time implies.
-    pub event: Event,
+    pub event: std::sync::Arc<Event>,
     /// De-duplication key: the producer's `Idempotency-Key`, or `source` + `id`.
     pub dedupe_key: String,
     /// Its initial deliveries (status `pending` or, for a filter error, `dead`).

@@ -88,7 +88,7 @@ pub(crate) struct EventRow {
 impl EventRow {
     /// Encodes an event (empty extensions are stored as NULL; absent data as NULL, JSON
     /// `null` data as the text `null`).
-    pub(crate) fn encode(e: Event) -> StoreResult<Self> {
+    pub(crate) fn encode(e: &Event) -> StoreResult<Self> {
         let extensions = if e.extensions.is_empty() {
             None
         } else {
@@ -99,15 +99,15 @@ impl EventRow {
             id: e.id,
             id_text: e.id.to_string(),
             tenant: e.tenant.as_str().to_owned(),
-            source_id: e.source_id,
-            ce_id: e.ce_id,
-            ce_source: e.ce_source,
-            ty: e.ty,
-            subject: e.subject,
+            source_id: e.source_id.clone(),
+            ce_id: e.ce_id.clone(),
+            ce_source: e.ce_source.clone(),
+            ty: e.ty.clone(),
+            subject: e.subject.clone(),
             time: ts(&e.time),
-            datacontenttype: e.datacontenttype,
-            dataschema: e.dataschema,
-            key: e.key,
+            datacontenttype: e.datacontenttype.clone(),
+            dataschema: e.dataschema.clone(),
+            key: e.key.clone(),
             extensions,
             data,
             data_is_base64: e.data_is_base64,

@@ -145,7 +145,7 @@ fn encode_batch(batch: Vec<NewEvent>) -> StoreResult<Vec<AppendItem>> {
         .into_iter()
         .map(|n| {
             Ok(AppendItem {
-                event: EventRow::encode(n.event)?,
+                event: EventRow::encode(&n.event)?,
                 dedupe_key: n.dedupe_key,
                 deliveries: n.deliveries.into_iter().map(DeliveryRow::encode).collect(),
             })

@@ -356,7 +356,7 @@ mod tests {
     fn append(id: EventId, key: &str) -> (Command, Outcomes) {
         let (reply, rx) = oneshot::channel();
         let item = AppendItem {
-            event: EventRow::encode(event(id)).expect("encode"),
+            event: EventRow::encode(&event(id)).expect("encode"),
             dedupe_key: key.to_owned(),
             deliveries: Vec::new(),
         };

@@ -63,7 +63,7 @@ async fn data_survives_close_and_reopen() {
                 .await
                 .expect("get")
                 .as_ref(),
-            Some(event)
+            Some(&**event)
         );
         assert_eq!(
             &store
@@ -92,7 +92,7 @@ async fn data_survives_close_and_reopen() {
         vec![],
     );
     let mut again = again;
-    again.event.id = estafeta_core::EventId::new();
+    std::sync::Arc::make_mut(&mut again.event).id = estafeta_core::EventId::new();
     let out = store
         .append(vec![again])
         .await

@@ -86,9 +86,13 @@ pub(crate) fn delivery(
 }
 
 /// An event to append with its dedupe key and deliveries.
-pub(crate) fn new_event(event: Event, dedupe_key: &str, deliveries: Vec<Delivery>) -> NewEvent {
+pub(crate) fn new_event(
+    event: impl Into<std::sync::Arc<Event>>,
+    dedupe_key: &str,
+    deliveries: Vec<Delivery>,
+) -> NewEvent {
     NewEvent {
-        event,
+        event: event.into(),
         dedupe_key: dedupe_key.to_owned(),
         deliveries,
     }
