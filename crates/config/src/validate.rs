@@ -515,6 +515,13 @@ fn parse_rate(s: &str) -> Result<RateLimit, String> {
         "h" | "hour" => Duration::from_secs(3600),
         _ => return Err(bad()),
     };
+    // One request per microsecond is the finest the limiter resolves; above that it would
+    // silently not limit at all.
+    if per.as_micros() < u128::from(count) {
+        return Err(format!(
+            "`{s}` is more than 1,000,000 requests per second; remove the limit instead"
+        ));
+    }
     Ok(RateLimit { count, per })
 }
 
