@@ -37,6 +37,8 @@ pub struct AppState {
     /// Ids of the configured `http` sources; `POST /v1/events?source=ID` picks one
     /// (default `http`).
     pub http_sources: Arc<Vec<String>>,
+    /// Status of every source (`/v1/sources`, `/readyz`).
+    pub sources: estafeta_sources::StatusBoard,
 }
 
 /// The whole HTTP application.
@@ -49,7 +51,9 @@ pub fn app(state: AppState) -> Router {
         .route("/deliveries/{id}/retry", post(ops::retry_delivery))
         .route("/routes", get(ops::list_routes))
         .route("/routes/{id}/replay", post(ops::replay_route))
-        .route("/destinations", get(ops::list_destinations));
+        .route("/destinations", get(ops::list_destinations))
+        .route("/sources", get(ops::list_sources))
+        .route("/sources/{id}", get(ops::get_source));
     let protected = Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics))
@@ -80,10 +84,31 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.engine.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => Problem::unavailable("the store does not answer").into_response(),
+    if state.engine.store().ping().await.is_err() {
+        return Problem::unavailable("the store does not answer").into_response();
     }
+    let down = state.sources.not_ready();
+    if !down.is_empty() {
+        let names: Vec<String> = down
+            .iter()
+            .map(|s| {
+                format!(
+                    "`{}` ({})",
+                    s.id,
+                    serde_json::to_value(s.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        return Problem::unavailable(format!(
+            "sources not taking events in: {}; see /v1/sources",
+            names.join(", ")
+        ))
+        .into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -240,6 +240,24 @@ pub(crate) async fn list_destinations(
     Ok(Json(json!({ "items": items })))
 }
 
+/// `GET /v1/sources`: every source with its state, counters, snapshot progress and slot
+/// health.
+pub(crate) async fn list_sources(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "items": state.sources.list() }))
+}
+
+/// `GET /v1/sources/{id}`.
+pub(crate) async fn get_source(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    state
+        .sources
+        .get(&id)
+        .map(|s| Json(json!(s)))
+        .ok_or_else(|| Problem::not_found(format!("no source `{id}`")))
+}
+
 fn query_problem(e: QueryRejection) -> Problem {
     Problem::bad_request(format!("invalid query string: {}", e.body_text()))
 }

@@ -31,7 +31,21 @@ impl fmt::Debug for DurationText {
 
 impl<'de> Deserialize<'de> for DurationText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::N(0) => return Ok(Self(Duration::ZERO)),
+            Raw::N(n) => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{n}` has no unit; write e.g. `{n}s` or `{n}ms`"
+                )));
+            }
+            Raw::S(s) => s,
+        };
         let t = s.trim();
         if t == "0" {
             return Ok(Self(Duration::ZERO));

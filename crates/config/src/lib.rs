@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod model;
+pub mod postgres_source;
 pub mod settings;
 pub mod text;
 

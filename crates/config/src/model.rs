@@ -124,6 +124,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// Events POSTed to `/v1/events`.
     Http(HttpSourceConfig),
+    /// PostgreSQL change data capture.
+    Postgres(Box<crate::postgres_source::PostgresSourceConfig>),
 }
 
 /// `kind: http` — the ingest API.

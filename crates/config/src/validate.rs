@@ -71,10 +71,23 @@ pub struct SourceSettings {
 }
 
 /// Kinds of sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SourceKindSettings {
     /// HTTP ingest.
     Http,
+    /// PostgreSQL change data capture.
+    Postgres(Box<crate::postgres_source::PostgresSourceSettings>),
+}
+
+impl SourceKindSettings {
+    /// The kind's name as written in the config.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Postgres(_) => "postgres",
+        }
+    }
 }
 
 /// A validated route.
@@ -111,7 +124,7 @@ pub fn template_name(route: &str, index: usize) -> String {
     format!("routes.{route}.to[{index}].template")
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a str,
     lookup: &'a dyn Lookup,
     errors: Vec<ConfigError>,
@@ -143,7 +156,18 @@ impl Ctx<'_> {
         self.err_at(l, c, field, message);
     }
 
-    fn resolve(&mut self, t: &Text, field: &str) -> Option<text::Resolved> {
+    /// An error at a text value's position (or its entry's).
+    pub(crate) fn err_text(
+        &mut self,
+        t: &Text,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let (l, c) = self.pos(t);
+        self.err_at(l, c, field, message);
+    }
+
+    pub(crate) fn resolve(&mut self, t: &Text, field: &str) -> Option<text::Resolved> {
         match text::resolve(t.raw(), self.lookup) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -253,8 +277,20 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                 format!("duplicate source id `{}`", s.id.value),
             );
         }
-        let kind = match s.kind {
+        cx.entry = (s.id.referenced.line(), s.id.referenced.column());
+        let kind = match &s.kind {
             SourceKind::Http(_) => SourceKindSettings::Http,
+            SourceKind::Postgres(pg) => {
+                match crate::postgres_source::validate(
+                    &mut cx,
+                    &format!("sources[{i}]"),
+                    &s.id.value,
+                    pg,
+                ) {
+                    Some(v) => SourceKindSettings::Postgres(Box::new(v)),
+                    None => continue,
+                }
+            }
         };
         sources.push(SourceSettings {
             id: s.id.value.clone(),

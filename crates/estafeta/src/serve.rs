@@ -11,6 +11,7 @@ use estafeta_config::model::LogFormat;
 use estafeta_config::{Config, ProcessLookup, StorageSettings};
 use estafeta_destinations::HttpClients;
 use estafeta_engine::Engine;
+use estafeta_sources::Sources;
 use estafeta_store::{SqliteOptions, SqliteStore, Store};
 use tracing_subscriber::EnvFilter;
 
@@ -93,6 +94,11 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         );
     }
     let engine = Engine::start(&config, Arc::clone(&store), destinations).await?;
+    let sources = Sources::start(
+        &config.sources,
+        Arc::new(engine.clone()),
+        Arc::clone(&store),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -111,10 +117,11 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             config
                 .sources
                 .iter()
-                .filter(|s| s.kind == estafeta_config::SourceKindSettings::Http)
+                .filter(|s| matches!(s.kind, estafeta_config::SourceKindSettings::Http))
                 .map(|s| s.id.clone())
                 .collect(),
         ),
+        sources: sources.board().clone(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
@@ -132,6 +139,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         Ok(Err(e)) => return Err(e).context("serving HTTP"),
         Err(_) => tracing::warn!("requests still open after the grace period; closing them"),
     }
+    sources.shutdown(config.shutdown_grace).await;
     tracing::info!("intake stopped; finishing attempts in flight");
     engine.shutdown(config.shutdown_grace).await;
     tracing::info!("stopped");

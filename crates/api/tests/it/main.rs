@@ -29,6 +29,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         max_body_bytes: 4096,
         metrics: None,
         http_sources: Arc::new(vec!["http".to_owned()]),
+        sources: estafeta_sources::StatusBoard::default(),
     }
 }
 

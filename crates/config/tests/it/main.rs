@@ -47,7 +47,7 @@ fn a_good_file_validates() {
     assert!(
         c.sources
             .iter()
-            .any(|s| s.id == "http" && s.kind == SourceKindSettings::Http)
+            .any(|s| s.id == "http" && matches!(s.kind, SourceKindSettings::Http))
     );
     assert!(c.templates.contains("routes.big-orders.to[0].template"));
     // Secrets never show in debug output.

@@ -1,0 +1,83 @@
+//! Sources that bring events in by themselves — today PostgreSQL change data capture — and
+//! the board where each reports how it is doing. Every source appends through an
+//! [`EventSink`] and acknowledges upstream only after the sink says the events are durable.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod postgres;
+mod sink;
+mod status;
+
+use std::sync::Arc;
+
+use estafeta_config::{SourceKindSettings, SourceSettings};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use sink::{EventSink, SinkError};
+pub use status::{
+    SlotStats, SnapshotProgress, SourceState, SourceStatus, StatusBoard, TableProgress,
+};
+
+/// The running pulling sources.
+#[derive(Clone)]
+pub struct Sources {
+    board: StatusBoard,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Sources {
+    /// Starts every source that pulls (the `http` ones are served by the API). Each runs in
+    /// its own task until [`Sources::shutdown`].
+    pub fn start(
+        sources: &[SourceSettings],
+        sink: Arc<dyn EventSink>,
+        cursors: Arc<dyn estafeta_store::Store>,
+    ) -> Self {
+        let board = StatusBoard::default();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        for s in sources {
+            match &s.kind {
+                SourceKindSettings::Http => board.register(&s.id, "http", SourceState::Running),
+                SourceKindSettings::Postgres(pg) => {
+                    board.register(&s.id, "postgres", SourceState::Starting);
+                    let capture = postgres::Capture::new(
+                        s.id.clone(),
+                        (**pg).clone(),
+                        Arc::clone(&sink),
+                        Arc::clone(&cursors),
+                        board.clone(),
+                        cancel.child_token(),
+                    );
+                    tracker.spawn(capture.run());
+                }
+            }
+        }
+        tracker.close();
+        Self {
+            board,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Every source's status.
+    #[must_use]
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    /// Stops intake: each source finishes storing what it read, acknowledges it upstream and
+    /// closes its connections.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.cancel.cancel();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sources did not stop within the grace period");
+        }
+    }
+}

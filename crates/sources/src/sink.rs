@@ -1,0 +1,43 @@
+//! Where sources put events: durably into the log, with their deliveries.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use estafeta_core::Event;
+use estafeta_engine::{Engine, Incoming};
+
+/// The sink could not store the events; nothing may be acknowledged upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("the event log could not store the events")]
+pub struct SinkError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Appends events durably. `Ok` means every event is on disk (or was already there).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Stores the events; each is de-duplicated by its source id and CloudEvents id.
+    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError>;
+}
+
+#[async_trait]
+impl EventSink for Engine {
+    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
+        let incoming = events
+            .into_iter()
+            .map(|event| Incoming {
+                dedupe_key: format!("src:{}\u{1f}{}", event.source_id, event.ce_id),
+                event,
+            })
+            .collect();
+        self.ingest(incoming)
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError(Box::new(e)))
+    }
+}
+
+#[async_trait]
+impl<T: EventSink + ?Sized> EventSink for Arc<T> {
+    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
+        (**self).append(events).await
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the pulling sources against the real services of the machine.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+mod postgres;
