@@ -144,3 +144,173 @@ fn sweep_leftovers() {
         }
     }
 }
+
+/// A PostgreSQL server of the test's own (`initdb` in a temporary directory, a free loopback
+/// port, `wal_level=logical`), for tests that restart or stop the server without disturbing
+/// other tests. Stopped and removed on drop.
+pub struct PrivateServer {
+    dir: std::path::PathBuf,
+    port: u16,
+    bindir: std::path::PathBuf,
+}
+
+impl PrivateServer {
+    /// Creates and starts it.
+    ///
+    /// # Panics
+    /// When PostgreSQL's server programs are missing or it does not start.
+    #[must_use]
+    pub fn start() -> Self {
+        let bindir = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|d| std::path::Path::new(d).join("initdb").exists())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()
+                    .and_then(|rd| {
+                        let mut v: Vec<_> = rd
+                            .filter_map(Result::ok)
+                            .map(|e| e.path().join("bin"))
+                            .collect();
+                        v.sort();
+                        v.pop()
+                    })
+            })
+            .expect("PostgreSQL server programs (initdb, pg_ctl)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "estafeta-pg-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create data dir");
+        let s = Self { dir, port, bindir };
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&s.dir)
+                .status()
+                .is_ok_and(|st| st.success());
+            assert!(ok, "chown of the private PostgreSQL directory failed");
+        }
+        s.run(
+            "initdb",
+            &[
+                "-D",
+                &s.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        s.ctl("start");
+        s
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let exe = self.bindir.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .output()
+            .expect("running a PostgreSQL program");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ctl(&self, action: &str) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        let data = self.data();
+        let mut args = vec!["-D", data.as_str(), "-l", log.as_str(), "-w", "-t", "60"];
+        if action != "stop" {
+            args.extend(["-o", opts.as_str()]);
+        }
+        args.extend(["-m", "fast", action]);
+        self.run("pg_ctl", &args);
+    }
+
+    /// Its URL for a database.
+    #[must_use]
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL through psql; returns the output or the error.
+    ///
+    /// # Errors
+    /// psql's stderr.
+    pub fn sql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new("psql")
+            .arg(self.url(database))
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, as in a real restart).
+    pub fn stop(&self) {
+        self.ctl("stop");
+    }
+
+    /// Starts it again after [`PrivateServer::stop`].
+    pub fn start_again(&self) {
+        self.ctl("start");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new(if is_root() { "runuser" } else { "sh" })
+            .args(if is_root() {
+                vec!["-u", "postgres", "--"]
+            } else {
+                vec!["-c", "exec \"$0\" \"$@\""]
+            })
+            .arg(self.bindir.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod cdc;
 mod delivery;
 mod examples;
 mod ingest;

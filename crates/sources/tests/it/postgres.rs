@@ -406,3 +406,51 @@ async fn a_slot_over_its_wal_limit_is_dropped_when_asked() {
     );
     assert_eq!(slots, "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_while_streaming_loses_no_committed_change() {
+    let pg = tokio::task::spawn_blocking(estafeta_testkit::postgres::PrivateServer::start)
+        .await
+        .unwrap();
+    pg.sql("postgres", "CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    let yaml = format!(
+        "sources:\n  - id: pg\n    kind: postgres\n    url: {}\n    tables: [t]\n    slot: restart_test\n    snapshot: never\n    batch_wait: 5ms\n",
+        pg.url("postgres")
+    );
+    let h = Harness::start(&yaml).await;
+    h.wait(30, "streaming", |h| {
+        h.status("pg").state == SourceState::Running
+    })
+    .await;
+    let mut committed: Vec<i64> = Vec::new();
+    for batch in 0..20_i64 {
+        if batch == 8 {
+            pg.stop();
+            pg.start_again();
+        }
+        let (lo, hi) = (batch * 100 + 1, batch * 100 + 100);
+        if pg
+            .sql(
+                "postgres",
+                &format!("INSERT INTO t SELECT generate_series({lo}, {hi})"),
+            )
+            .is_ok()
+        {
+            committed.extend(lo..=hi);
+        }
+    }
+    assert!(committed.len() >= 1500, "most inserts commit");
+    h.wait(120, "every committed row after the restart", |h| {
+        let got: std::collections::HashSet<i64> = of_type(h, "t.insert")
+            .iter()
+            .map(|d| d["after"]["id"].as_i64().unwrap())
+            .collect();
+        committed.iter().all(|id| got.contains(id))
+    })
+    .await;
+    h.wait(30, "running again", |h| {
+        h.status("pg").state == SourceState::Running
+    })
+    .await;
+}
