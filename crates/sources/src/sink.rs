@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use estafeta_core::Event;
+use estafeta_core::{Event, EventId};
 use estafeta_engine::{Engine, Incoming};
+use estafeta_store::AppendOutcome;
 
 /// The sink could not store the events; nothing may be acknowledged upstream.
 #[derive(Debug, thiserror::Error)]
@@ -14,13 +15,14 @@ pub struct SinkError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 /// Appends events durably. `Ok` means every event is on disk (or was already there).
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    /// Stores the events; each is de-duplicated by its source id and CloudEvents id.
-    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError>;
+    /// Stores the events; each is de-duplicated by its source id and CloudEvents id. Returns,
+    /// in order, the id each event is stored under (an earlier copy's id for a duplicate).
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError>;
 }
 
 #[async_trait]
 impl EventSink for Engine {
-    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
         let incoming = events
             .into_iter()
             .map(|event| Incoming {
@@ -30,14 +32,21 @@ impl EventSink for Engine {
             .collect();
         self.ingest(incoming)
             .await
-            .map(|_| ())
+            .map(|outcomes| {
+                outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        AppendOutcome::Inserted(id) | AppendOutcome::Duplicate(id) => id,
+                    })
+                    .collect()
+            })
             .map_err(|e| SinkError(Box::new(e)))
     }
 }
 
 #[async_trait]
 impl<T: EventSink + ?Sized> EventSink for Arc<T> {
-    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
         (**self).append(events).await
     }
 }

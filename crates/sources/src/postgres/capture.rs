@@ -330,7 +330,8 @@ async fn store(c: &Capture, events: Vec<Event>) -> Result<(), CaptureError> {
         return Ok(());
     }
     let n = events.len() as u64;
-    c.sink
+    let _ids = c
+        .sink
         .append(events)
         .await
         .map_err(|e| CaptureError::Store(format!("{e}: {}", e.0)))?;

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use estafeta_core::Event;
+use estafeta_core::{Event, EventId};
 use estafeta_sources::{EventSink, SinkError, SourceStatus, Sources};
 use estafeta_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::Value;
@@ -17,9 +17,10 @@ pub(crate) struct Collect {
 
 #[async_trait]
 impl EventSink for Collect {
-    async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
+        let ids = events.iter().map(|e| e.id).collect();
         self.events.lock().unwrap().extend(events);
-        Ok(())
+        Ok(ids)
     }
 }
 
