@@ -130,15 +130,15 @@ pub(crate) struct ReplayArgs {
     after_event: Option<String>,
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Client {
-    fn new(a: &ClientArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(a: &ClientArgs) -> anyhow::Result<Self> {
         estafeta_destinations::install_crypto_provider();
         let token = a
             .token
@@ -154,7 +154,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -194,7 +194,7 @@ impl Client {
         Ok(value)
     }
 
-    fn print(&self, v: &Value, table: impl FnOnce(&Value) -> Table) {
+    pub(crate) fn print(&self, v: &Value, table: impl FnOnce(&Value) -> Table) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
@@ -203,7 +203,7 @@ impl Client {
     }
 }
 
-fn s(v: &Value, k: &str) -> String {
+pub(crate) fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod client;
 mod serve;
+mod sources_cmd;
 
 use clap::Parser;
 

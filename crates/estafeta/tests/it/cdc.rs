@@ -84,6 +84,41 @@ async fn a_50k_row_transaction_survives_kill_9_and_every_row_is_delivered() {
     assert_eq!(src["kind"], "postgres");
     assert!(src["position"].as_str().is_some(), "{src}");
     assert!(s.logs().contains("streaming changes"));
+
+    // The CLI shows the source.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+        .args([
+            "sources",
+            "list",
+            "--url",
+            &s.url,
+            "--token",
+            crate::server::TOKEN,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("shop") && text.contains("running"),
+        "{text}"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+        .args([
+            "sources",
+            "get",
+            "shop",
+            "--json",
+            "--url",
+            &s.url,
+            "--token",
+            crate::server::TOKEN,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "shop");
 }
 
 #[tokio::test]
