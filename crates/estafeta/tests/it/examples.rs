@@ -73,3 +73,84 @@ async fn bench_runs_a_small_load_and_reports_json() {
     let text = v.to_string();
     assert!(text.contains("400"), "{text}");
 }
+
+/// `examples/postgres-webhook.yaml` on its SQL: new visitors and order status changes reach
+/// their webhooks; an update that keeps the status does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_webhook_example_sends_visitors_and_status_changes() {
+    let db = estafeta_testkit::postgres::TestDb::create();
+    let sql = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/postgres-webhook.sql"),
+    )
+    .unwrap();
+    db.sql(&sql);
+    db.sql("INSERT INTO service_orders (customer, total) VALUES ('ACME', 100)");
+    let rx = WebhookReceiver::start_with_secret(WHSEC).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The example refuses private addresses; the receivers here are on loopback.
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/postgres-webhook.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "allow_private_networks: false",
+        "allow_private_networks: true",
+    )
+    .replace(
+        "id: access-db\n",
+        &format!(
+            "id: access-db\n    slot: {0}\n    publication: {0}_pub\n",
+            db.name()
+        ),
+    );
+    let cfg = dir.path().join("example.yaml");
+    std::fs::write(&cfg, example).unwrap();
+    let storage = format!("sqlite://{}/estafeta.db", dir.path().display());
+    let s = Server::start_with_args(
+        dir.path(),
+        &cfg,
+        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        &[
+            ("PG_URL", db.url().as_str()),
+            ("VISITORS_HOOK", format!("{}/visitors", rx.url()).as_str()),
+            ("ORDERS_HOOK", format!("{}/orders", rx.url()).as_str()),
+            ("ESTAFETA_SECRET_HOOKS_WHSEC", WHSEC),
+        ],
+    )
+    .await;
+    s.wait_json("/v1/sources/access-db", Duration::from_secs(60), |v| {
+        v["state"] == "running"
+    })
+    .await;
+    db.sql("INSERT INTO visitors (name, document, gate) VALUES ('Ana Souza', '123.456.789-00', 'north')");
+    db.sql("UPDATE service_orders SET total = 120 WHERE customer = 'ACME'");
+    db.sql("UPDATE service_orders SET status = 'in_progress' WHERE customer = 'ACME'");
+    assert!(rx.wait_for_count(2, Duration::from_secs(60)).await);
+    // Everything before the status change has been routed by now: nothing else arrives.
+    s.wait_json("/v1/events?limit=10", Duration::from_secs(30), |v| {
+        v["items"].as_array().unwrap().len() >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(rx.bad_signatures(), 0);
+    let bodies: Vec<String> = reqs
+        .iter()
+        .map(|r| format!("{} {}", r.uri, String::from_utf8_lossy(&r.body)))
+        .collect();
+    let find = |suffix: &str| {
+        reqs.iter()
+            .find(|r| r.uri.path().ends_with(suffix))
+            .and_then(|r| r.json())
+            .unwrap_or_else(|| panic!("no JSON request to {suffix}: {bodies:?}"))
+    };
+    let visitor = find("/visitors");
+    assert_eq!(visitor["type"], "visitors.insert");
+    assert_eq!(visitor["data"]["after"]["name"], "Ana Souza");
+    let order = find("/orders");
+    assert_eq!(
+        order,
+        json!({"order": 1, "customer": "ACME", "from": "open", "to": "in_progress"})
+    );
+}
