@@ -9,6 +9,7 @@
 //! `store_stats`) the server's memory, CPU, disk and commits; `report` the tables and JSON;
 //! `clock` the shared clock.
 
+mod cdc;
 mod clock;
 mod load;
 mod probe;
@@ -119,6 +120,14 @@ pub(crate) struct BenchArgs {
     /// Exit with status 1 when a preset's target is missed.
     #[arg(long)]
     check_targets: bool,
+    /// PostgreSQL for `--scenario cdc` (wal_level=logical; a user that may replicate and
+    /// create tables; the bench creates and drops `estafeta_bench_cdc` and its slots).
+    #[arg(
+        long,
+        env = "ESTAFETA_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg_url: String,
 }
 
 /// The preset scenarios.
@@ -139,6 +148,10 @@ enum ScenarioName {
     /// An idle server's memory.
     #[value(name = "idle")]
     Idle,
+    /// PostgreSQL change data capture: one transaction of --events rows (default 100,000)
+    /// through a bare replication client, pg_recvlogical and Estafeta (needs --pg-url).
+    #[value(name = "cdc")]
+    Cdc,
     /// All of the above.
     #[value(name = "all")]
     All,
@@ -210,6 +223,7 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Batch100Batched) => vec![batched()],
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
+        Some(ScenarioName::Cdc) => Vec::new(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
 }
@@ -237,6 +251,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("finding this executable")?,
     };
+    if args.scenario == Some(ScenarioName::Cdc) {
+        return cdc::run(&args, binary).await;
+    }
     let steps = steps(&args);
     let mut runner = Runner::new(&args, binary, external);
     let mut report = BenchReport {

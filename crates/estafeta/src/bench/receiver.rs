@@ -35,6 +35,15 @@ struct Delivered {
 struct Mark {
     seq: Option<u64>,
     sent_at_ns: Option<u64>,
+    /// A captured row (`data.after`) carries the mark in its columns.
+    #[serde(default)]
+    after: Option<RowMark>,
+}
+
+#[derive(Deserialize)]
+struct RowMark {
+    seq: Option<u64>,
+    sent_at_ns: Option<u64>,
 }
 
 /// Everything the receiver has counted. One slot per expected event: `0` until it is
@@ -85,7 +94,10 @@ impl Recorder {
     }
 
     fn record(&self, mark: Option<Mark>, arrived_ns: u64) {
-        let (Some(seq), Some(sent)) = mark.map_or((None, None), |m| (m.seq, m.sent_at_ns)) else {
+        let (Some(seq), Some(sent)) = mark.map_or((None, None), |m| match m.after {
+            Some(row) => (row.seq, row.sent_at_ns),
+            None => (m.seq, m.sent_at_ns),
+        }) else {
             self.unmarked.fetch_add(1, Ordering::Relaxed);
             return;
         };

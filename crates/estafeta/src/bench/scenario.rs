@@ -161,6 +161,7 @@ impl<'a> Runner<'a> {
             dest_concurrency: usize::from(self.args.dest_concurrency),
             dest_batch,
             keep_data: self.args.keep_data,
+            source_yaml: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub(super) struct ServerSpec {
     /// `max_events` per webhook request; `None` = one event per request.
     pub(super) dest_batch: Option<usize>,
     pub(super) keep_data: bool,
+    /// A `sources:` entry (YAML, id `pg`) to route from instead of HTTP ingest.
+    pub(super) source_yaml: Option<String>,
 }
 
 /// A running `estafeta serve` child.
@@ -51,11 +53,16 @@ fn config_yaml(spec: &ServerSpec, db_path: &Path, secret: &str) -> anyhow::Resul
     let batch = spec.dest_batch.map_or(String::new(), |n| {
         format!("    batch: {{ max_events: {n}, max_wait: 5ms }}\n")
     });
+    let (sources, from, pattern) = match &spec.source_yaml {
+        Some(y) => (format!("sources:\n{y}"), "pg", "*"),
+        None => (String::new(), "http", "bench.*"),
+    };
     Ok(format!(
         "# Written by `estafeta bench`.\n\
          server:\n  listen: 127.0.0.1:0\n\
          storage: {storage}\n\
-         routes:\n  - id: bench\n    from: http\n    match: \"bench.*\"\n    to:\n      - destination: bench-receiver\n\
+         {sources}\
+         routes:\n  - id: bench\n    from: {from}\n    match: \"{pattern}\"\n    to:\n      - destination: bench-receiver\n\
          destinations:\n  - id: bench-receiver\n    kind: webhook\n    url: {url}\n    secret: {secret}\n\
          \x20   allow_private_networks: true\n    timeout: 10s\n    concurrency: {conc}\n{batch}\
          \x20   retry:\n      schedule: [0s, 100ms, 500ms, 1s, 2s, 5s]\n",
@@ -252,6 +259,7 @@ mod tests {
             dest_concurrency: 64,
             dest_batch: Some(100),
             keep_data: false,
+            source_yaml: None,
         };
         let yaml =
             config_yaml(&spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec()).expect("yaml");
