@@ -6,6 +6,8 @@
 
 pub mod duration;
 pub mod model;
+pub mod mysql_source;
+pub mod outbox_source;
 pub mod postgres_source;
 pub mod settings;
 pub mod text;

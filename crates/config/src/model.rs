@@ -126,6 +126,10 @@ pub enum SourceKind {
     Http(HttpSourceConfig),
     /// PostgreSQL change data capture.
     Postgres(Box<crate::postgres_source::PostgresSourceConfig>),
+    /// MySQL/MariaDB change data capture (binary log).
+    Mysql(Box<crate::mysql_source::MysqlSourceConfig>),
+    /// A queue (outbox) table polled in PostgreSQL, MySQL/MariaDB or SQLite.
+    Outbox(Box<crate::outbox_source::OutboxSourceConfig>),
 }
 
 /// `kind: http` — the ingest API.

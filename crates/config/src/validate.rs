@@ -77,6 +77,10 @@ pub enum SourceKindSettings {
     Http,
     /// PostgreSQL change data capture.
     Postgres(Box<crate::postgres_source::PostgresSourceSettings>),
+    /// MySQL/MariaDB change data capture.
+    Mysql(Box<crate::mysql_source::MysqlSourceSettings>),
+    /// Outbox (queue table) polling.
+    Outbox(Box<crate::outbox_source::OutboxSourceSettings>),
 }
 
 impl SourceKindSettings {
@@ -86,6 +90,8 @@ impl SourceKindSettings {
         match self {
             Self::Http => "http",
             Self::Postgres(_) => "postgres",
+            Self::Mysql(_) => "mysql",
+            Self::Outbox(_) => "outbox",
         }
     }
 }
@@ -288,6 +294,19 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                     pg,
                 ) {
                     Some(v) => SourceKindSettings::Postgres(Box::new(v)),
+                    None => continue,
+                }
+            }
+            SourceKind::Mysql(my) => {
+                let p = format!("sources[{i}]");
+                match crate::mysql_source::validate(&mut cx, &p, &s.id.value, my, &sources) {
+                    Some(v) => SourceKindSettings::Mysql(Box::new(v)),
+                    None => continue,
+                }
+            }
+            SourceKind::Outbox(ob) => {
+                match crate::outbox_source::validate(&mut cx, &format!("sources[{i}]"), ob) {
+                    Some(v) => SourceKindSettings::Outbox(Box::new(v)),
                     None => continue,
                 }
             }

@@ -4,7 +4,11 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod mysql;
+pub mod outbox;
+mod pipeline;
 pub mod postgres;
+mod row_change;
 mod sink;
 mod status;
 
@@ -52,6 +56,30 @@ impl Sources {
                         cancel.child_token(),
                     );
                     tracker.spawn(capture.run());
+                }
+                SourceKindSettings::Mysql(my) => {
+                    board.register(&s.id, "mysql", SourceState::Starting);
+                    let capture = mysql::Capture::new(
+                        s.id.clone(),
+                        (**my).clone(),
+                        Arc::clone(&sink),
+                        Arc::clone(&cursors),
+                        board.clone(),
+                        cancel.child_token(),
+                    );
+                    tracker.spawn(capture.run());
+                }
+                SourceKindSettings::Outbox(ob) => {
+                    board.register(&s.id, "outbox", SourceState::Starting);
+                    let outbox = outbox::Outbox::new(
+                        s.id.clone(),
+                        (**ob).clone(),
+                        Arc::clone(&sink),
+                        Arc::clone(&cursors),
+                        board.clone(),
+                        cancel.child_token(),
+                    );
+                    tracker.spawn(outbox.run());
                 }
             }
         }

@@ -158,8 +158,15 @@ fn examples_in_the_repository_validate() {
         if path.extension().is_some_and(|e| e == "yaml") {
             struct Any;
             impl Lookup for Any {
-                fn env(&self, _: &str) -> Option<String> {
-                    Some("https://example.org/hook".into())
+                fn env(&self, name: &str) -> Option<String> {
+                    // Database URLs by their conventional names, endpoints otherwise.
+                    Some(match name {
+                        n if n.starts_with("PG") => "postgres://app@db.example:5432/app".into(),
+                        n if n.starts_with("MYSQL") || n.starts_with("MARIADB") => {
+                            "mysql://app@db.example:3306/app".into()
+                        }
+                        _ => "https://example.org/hook".into(),
+                    })
                 }
                 fn secret(&self, _: &str) -> Option<String> {
                     Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())

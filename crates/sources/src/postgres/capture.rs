@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::envelope::{Column, EventBuilder, Op, Origin, Table, format_lsn};
 use super::setup::{Admin, with_param};
 use super::{Capture, CaptureError, metrics as m};
+use crate::pipeline::{Appender, Stored};
 use crate::status::{SnapshotProgress, SourceState, TableProgress};
 
 /// How a session ended without an error.
@@ -177,6 +178,7 @@ pub(super) async fn run_once(c: &Capture) -> Result<Ended, CaptureError> {
         acked: 0,
         checkpoint,
         last_checkpoint: None,
+        appender: Appender::new(Arc::clone(&c.sink), MAX_APPENDS_IN_FLIGHT),
     }
     .run(limit_rx, &mut admin)
     .await;
@@ -235,22 +237,45 @@ async fn snapshot(
     let mut buf: Vec<Event> = Vec::with_capacity(c.settings.batch_size);
     let mut counts: Vec<u64> = vec![0; progress.tables.len()];
     let mut reported: Vec<u64> = vec![0; progress.tables.len()];
+    let mut appender = Appender::<()>::new(Arc::clone(&c.sink), MAX_APPENDS_IN_FLIGHT);
+    // Rows of one table share their relation: look its shape up once per table.
+    let mut current: Option<(
+        Arc<pg_walstream::RelationInfo>,
+        Table,
+        String,
+        Option<usize>,
+    )> = None;
     let mut n: u64 = 0;
     loop {
+        if appender.is_full() {
+            let stored = appender.next().await.map_err(store_error)?;
+            record_stored(c, stored.count);
+            continue;
+        }
         let row = tokio::select! {
             () = c.cancel.cancelled() => return Ok(None),
             r = rows.next_row() => r.map_err(|e| CaptureError::Transient(format!("snapshot read failed: {e}")))?,
         };
         let Some(row) = row else { break };
-        let key = (
-            row.relation.namespace.to_string(),
-            row.relation.relation_name.to_string(),
-        );
-        let table = catalog
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| table_from_relation(&row.relation));
-        let qualified = format!("{}.{}", key.0, key.1);
+        if !current
+            .as_ref()
+            .is_some_and(|(rel, ..)| Arc::ptr_eq(rel, &row.relation))
+        {
+            let key = (
+                row.relation.namespace.to_string(),
+                row.relation.relation_name.to_string(),
+            );
+            let table = catalog
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| table_from_relation(&row.relation));
+            let qualified = format!("{}.{}", key.0, key.1);
+            let index = progress.tables.iter().position(|t| t.table == qualified);
+            current = Some((Arc::clone(&row.relation), table, qualified, index));
+        }
+        let Some((_, table, qualified, index)) = current.as_ref() else {
+            continue;
+        };
         n += 1;
         let origin = Origin {
             ce_id: format!("snapshot:{consistent}:{qualified}:{n}"),
@@ -259,16 +284,20 @@ async fn snapshot(
             commit_time: None,
             snapshot: true,
         };
-        buf.push(builder.row_event(&table, Op::Read, None, Some(&row.data), &origin));
-        if let Some(i) = progress.tables.iter().position(|t| t.table == qualified) {
-            counts[i] += 1;
+        buf.push(builder.row_event(table, Op::Read, None, Some(&row.data), &origin));
+        if let Some(i) = index {
+            counts[*i] += 1;
         }
         if buf.len() >= c.settings.batch_size {
-            store(c, std::mem::take(&mut buf)).await?;
+            appender.submit(std::mem::take(&mut buf), None);
             publish_progress(c, &mut progress, &counts, &mut reported, false);
         }
     }
-    store(c, buf).await?;
+    appender.submit(buf, None);
+    while !appender.is_empty() {
+        let stored = appender.next().await.map_err(store_error)?;
+        record_stored(c, stored.count);
+    }
     publish_progress(c, &mut progress, &counts, &mut reported, true);
     let stream = rows
         .finish()
@@ -324,24 +353,25 @@ fn table_from_relation(r: &pg_walstream::RelationInfo) -> Table {
     }
 }
 
-/// Appends durably and counts.
-async fn store(c: &Capture, events: Vec<Event>) -> Result<(), CaptureError> {
-    if events.is_empty() {
-        return Ok(());
+/// Appends kept in flight while reading goes on (the store's group commit merges them).
+const MAX_APPENDS_IN_FLIGHT: usize = 4;
+
+fn store_error(e: crate::sink::SinkError) -> CaptureError {
+    CaptureError::Store(format!("{e}: {}", e.0))
+}
+
+/// Counts events that are now durable.
+fn record_stored(c: &Capture, n: usize) {
+    if n == 0 {
+        return;
     }
-    let n = events.len() as u64;
-    let _ids = c
-        .sink
-        .append(events)
-        .await
-        .map_err(|e| CaptureError::Store(format!("{e}: {}", e.0)))?;
+    let n = n as u64;
     ::metrics::counter!(m::EVENTS, "source" => c.id.clone()).increment(n);
     let now = Utc::now();
     c.board.update(&c.id, |st| {
         st.events += n;
         st.last_event_at = Some(now);
     });
-    Ok(())
 }
 
 async fn load_checkpoint(c: &Capture) -> Result<Checkpoint, CaptureError> {
@@ -404,6 +434,7 @@ struct Streamer<'a> {
     acked: u64,
     checkpoint: Checkpoint,
     last_checkpoint: Option<Instant>,
+    appender: Appender<u64>,
 }
 
 impl Streamer<'_> {
@@ -418,9 +449,11 @@ impl Streamer<'_> {
             let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
             });
+            let reading = !self.appender.is_full();
             tokio::select! {
                 () = self.c.cancel.cancelled() => {
-                    self.flush().await?;
+                    self.submit();
+                    self.drain().await?;
                     let _ = self.events.shutdown().await;
                     return Ok(Ended::Cancelled);
                 }
@@ -432,26 +465,32 @@ impl Streamer<'_> {
                     save_checkpoint(self.c, &self.checkpoint).await?;
                     return Err(CaptureError::SlotLimit(reason));
                 }
-                next = tokio::time::timeout(timeout, self.events.next()) => match next {
-                    Err(_) => self.flush().await?,
+                stored = self.appender.next(), if !self.appender.is_empty() => {
+                    self.stored(stored.map_err(store_error)?).await?;
+                }
+                next = tokio::time::timeout(timeout, self.events.next()), if reading => match next {
+                    Err(_) => self.submit(),
                     Ok(None) => {
-                        self.flush().await?;
+                        self.submit();
+                        self.drain().await?;
                         return Err(CaptureError::Transient("the replication stream ended".into()));
                     }
                     Ok(Some(Err(ReplicationError::Cancelled(_)))) => {
-                        self.flush().await?;
+                        self.submit();
+                        self.drain().await?;
                         return Ok(Ended::Cancelled);
                     }
                     Ok(Some(Err(e))) => {
                         // What is buffered is safe to store: its position is simply not
                         // confirmed unless its commit was read.
-                        self.flush().await?;
+                        self.submit();
+                        self.drain().await?;
                         return Err(CaptureError::Transient(format!("replication stream failed: {e}")));
                     }
                     Ok(Some(Ok(ev))) => {
-                        self.handle(ev);
+                        self.handle(ev)?;
                         if self.buf.len() >= self.c.settings.batch_size {
-                            self.flush().await?;
+                            self.submit();
                         }
                     }
                 }
@@ -459,7 +498,7 @@ impl Streamer<'_> {
         }
     }
 
-    fn handle(&mut self, ev: ChangeEvent) {
+    fn handle(&mut self, ev: ChangeEvent) -> Result<(), CaptureError> {
         match ev.event_type {
             EventType::Begin {
                 transaction_id,
@@ -485,7 +524,7 @@ impl Streamer<'_> {
                 columns,
                 ..
             } => {
-                let table = Table {
+                let mut table = Table {
                     schema: namespace,
                     name: relation_name,
                     columns: columns
@@ -497,6 +536,20 @@ impl Streamer<'_> {
                         })
                         .collect(),
                 };
+                // Key flags come from the catalog when the relation message has none, or
+                // marks every column (REPLICA IDENTITY FULL).
+                let all = table.columns.iter().all(|c| c.is_key);
+                let none = !table.columns.iter().any(|c| c.is_key);
+                if all || none {
+                    if let Some(cat) = self
+                        .catalog
+                        .get(&(table.schema.to_string(), table.name.to_string()))
+                    {
+                        for col in &mut table.columns {
+                            col.is_key = cat.columns.iter().any(|k| k.is_key && k.name == col.name);
+                        }
+                    }
+                }
                 if let Some(old) = self.relations.get(&relation_id)
                     && (old.columns.len() != table.columns.len()
                         || old
@@ -513,7 +566,7 @@ impl Streamer<'_> {
             EventType::Insert {
                 relation_oid, data, ..
             } => {
-                self.change(relation_oid, Op::Insert, None, Some(&data));
+                self.change(relation_oid, Op::Insert, None, Some(&data))?;
             }
             EventType::Update {
                 relation_oid,
@@ -524,7 +577,7 @@ impl Streamer<'_> {
                 ..
             } => {
                 let old = old_data.map(|o| old_row(o, &replica_identity, &key_columns));
-                self.change(relation_oid, Op::Update, old.as_ref(), Some(&new_data));
+                self.change(relation_oid, Op::Update, old.as_ref(), Some(&new_data))?;
             }
             EventType::Delete {
                 relation_oid,
@@ -534,7 +587,7 @@ impl Streamer<'_> {
                 ..
             } => {
                 let old = old_row(old_data, &replica_identity, &key_columns);
-                self.change(relation_oid, Op::Delete, Some(&old), None);
+                self.change(relation_oid, Op::Delete, Some(&old), None)?;
             }
             EventType::Truncate {
                 tables,
@@ -565,6 +618,7 @@ impl Streamer<'_> {
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn next_origin(&mut self) -> Option<Origin> {
@@ -585,37 +639,20 @@ impl Streamer<'_> {
         op: Op,
         before: Option<&pg_walstream::RowData>,
         after: Option<&pg_walstream::RowData>,
-    ) {
+    ) -> Result<(), CaptureError> {
         let Some(origin) = self.next_origin() else {
-            return;
+            return Ok(());
         };
-        let table = match self.relations.get(&relation) {
-            Some(t) => t,
-            None => {
-                tracing::warn!(source_id = %self.c.id, relation, "change for a table whose shape was not sent; skipped");
-                return;
-            }
+        let Some(table) = self.relations.get(&relation) else {
+            // pgoutput always sends a table's shape before its first change; a change
+            // without one cannot be decoded and must not be confirmed.
+            return Err(CaptureError::Transient(format!(
+                "a change of relation {relation} arrived before its shape; reading again from the last confirmed position"
+            )));
         };
-        // Key flags come from the catalog when the relation message has none (REPLICA
-        // IDENTITY FULL marks every column).
-        let key_from_catalog = self
-            .catalog
-            .get(&(table.schema.to_string(), table.name.to_string()))
-            .filter(|_| {
-                table.columns.iter().all(|c| c.is_key) || !table.columns.iter().any(|c| c.is_key)
-            });
-        let table = match key_from_catalog {
-            Some(cat) => {
-                let mut t = table.clone();
-                for col in &mut t.columns {
-                    col.is_key = cat.columns.iter().any(|k| k.is_key && k.name == col.name);
-                }
-                t
-            }
-            None => table.clone(),
-        };
-        let e = self.builder.row_event(&table, op, before, after, &origin);
+        let e = self.builder.row_event(table, op, before, after, &origin);
         self.push(e);
+        Ok(())
     }
 
     fn push(&mut self, e: Event) {
@@ -623,12 +660,30 @@ impl Streamer<'_> {
         self.oldest.get_or_insert_with(Instant::now);
     }
 
-    /// Stores what is buffered, then confirms the last fully read commit.
-    async fn flush(&mut self) -> Result<(), CaptureError> {
-        let events = std::mem::take(&mut self.buf);
+    /// Hands what is buffered to the appender with the commit position it completes.
+    fn submit(&mut self) {
         self.oldest = None;
-        store(self.c, events).await?;
-        if let Some(lsn) = self.pending_ack.take()
+        let events = std::mem::take(&mut self.buf);
+        let ack = self.pending_ack.take();
+        if events.is_empty() && ack.is_none() {
+            return;
+        }
+        self.appender.submit(events, ack);
+    }
+
+    /// Waits for every append in flight, confirming as they finish.
+    async fn drain(&mut self) -> Result<(), CaptureError> {
+        while !self.appender.is_empty() {
+            let stored = self.appender.next().await.map_err(store_error)?;
+            self.stored(stored).await?;
+        }
+        Ok(())
+    }
+
+    /// An append is durable: count it and confirm the position it completes.
+    async fn stored(&mut self, stored: Stored<u64>) -> Result<(), CaptureError> {
+        record_stored(self.c, stored.count);
+        if let Some(lsn) = stored.position
             && lsn > self.acked
         {
             self.acked = lsn;

@@ -1,13 +1,17 @@
-//! Row changes to events: type `<table>.<op>`, subject the primary key, `data` in the
-//! Estafeta shape (`{before, after, op, source}`) or Debezium's JSON value shape.
+//! PostgreSQL row changes to events: pgoutput rows to JSON and the PostgreSQL `source`
+//! blocks; the event shape itself is [`crate::row_change`]'s, shared with the other
+//! capture sources.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use estafeta_config::postgres_source::{Envelope, NumericMode};
-use estafeta_core::{Event, EventId, TenantId};
+use estafeta_core::Event;
 use pg_walstream::RowData;
 use serde_json::{Map, Value, json};
+
+pub(crate) use crate::row_change::Op;
+use crate::row_change::{Change, Shape};
 
 /// Debezium's marker for a value that was not sent (an unchanged TOASTed column).
 const DEBEZIUM_UNAVAILABLE: &str = "__debezium_unavailable_value";
@@ -26,38 +30,6 @@ pub(crate) struct Table {
     pub(crate) schema: Arc<str>,
     pub(crate) name: Arc<str>,
     pub(crate) columns: Vec<Column>,
-}
-
-/// The kind of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Insert,
-    Update,
-    Delete,
-    Truncate,
-    Read,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Insert => "insert",
-            Op::Update => "update",
-            Op::Delete => "delete",
-            Op::Truncate => "truncate",
-            Op::Read => "read",
-        }
-    }
-
-    fn debezium(self) -> &'static str {
-        match self {
-            Op::Insert => "c",
-            Op::Update => "u",
-            Op::Delete => "d",
-            Op::Truncate => "t",
-            Op::Read => "r",
-        }
-    }
 }
 
 /// Where a change came from in the WAL.
@@ -90,7 +62,7 @@ impl EventBuilder {
         after: Option<&RowData>,
         origin: &Origin,
     ) -> Event {
-        let (after_json, unchanged) = match after {
+        let (mut after_json, unchanged) = match after {
             Some(row) => {
                 let (v, u) = self.row_json(table, row, op == Op::Update);
                 (Some(v), u)
@@ -98,41 +70,21 @@ impl EventBuilder {
             None => (None, Vec::new()),
         };
         let before_json = before.map(|row| self.row_json(table, row, false).0);
-        // The key: from the new row, else from what the delete sent.
-        let subject = after_json
-            .as_ref()
-            .or(before_json.as_ref())
-            .and_then(|row| key_text(table, row));
-        let data = match self.envelope {
-            Envelope::Estafeta => {
-                let mut d = Map::new();
-                d.insert("before".into(), before_json.unwrap_or(Value::Null));
-                d.insert("after".into(), after_json.unwrap_or(Value::Null));
-                d.insert("op".into(), Value::from(op.name()));
-                d.insert("source".into(), self.source_block(table, origin));
-                if !unchanged.is_empty() {
-                    d.insert("unchanged_toast".into(), Value::from(unchanged));
-                }
-                Value::Object(d)
+        let mut extra = Map::new();
+        match self.envelope {
+            Envelope::Estafeta if !unchanged.is_empty() => {
+                extra.insert("unchanged_toast".into(), Value::from(unchanged));
             }
             Envelope::Debezium => {
-                let mut after_json = after_json;
                 if let Some(Value::Object(m)) = after_json.as_mut() {
                     for c in &unchanged {
                         m.insert(c.clone(), Value::from(DEBEZIUM_UNAVAILABLE));
                     }
                 }
-                json!({
-                    "before": before_json,
-                    "after": after_json,
-                    "source": self.debezium_source(table, origin),
-                    "op": op.debezium(),
-                    "ts_ms": Utc::now().timestamp_millis(),
-                    "transaction": null,
-                })
             }
-        };
-        self.event(table, op, subject, data, origin)
+            Envelope::Estafeta => {}
+        }
+        self.event(table, op, before_json, after_json, extra, origin)
     }
 
     /// An event for a truncated table.
@@ -143,57 +95,52 @@ impl EventBuilder {
         restart_identity: bool,
         origin: &Origin,
     ) -> Event {
-        let data = match self.envelope {
-            Envelope::Estafeta => json!({
-                "before": null,
-                "after": null,
-                "op": "truncate",
-                "source": self.source_block(table, origin),
-                "cascade": cascade,
-                "restart_identity": restart_identity,
-            }),
-            Envelope::Debezium => json!({
-                "before": null,
-                "after": null,
-                "source": self.debezium_source(table, origin),
-                "op": "t",
-                "ts_ms": Utc::now().timestamp_millis(),
-                "transaction": null,
-            }),
-        };
-        self.event(table, Op::Truncate, None, data, origin)
+        let mut extra = Map::new();
+        extra.insert("cascade".into(), Value::from(cascade));
+        extra.insert("restart_identity".into(), Value::from(restart_identity));
+        self.event(table, Op::Truncate, None, None, extra, origin)
     }
 
     fn event(
         &self,
         table: &Table,
         op: Op,
-        subject: Option<String>,
-        data: Value,
+        before: Option<Value>,
+        after: Option<Value>,
+        extra: Map<String, Value>,
         origin: &Origin,
     ) -> Event {
-        let now = Utc::now();
-        let key = Some(match &subject {
-            Some(s) => format!("{}.{}:{s}", table.schema, table.name),
-            None => format!("{}.{}", table.schema, table.name),
-        });
-        Event {
-            id: EventId::new(),
-            tenant: TenantId::default(),
+        let shape = Shape {
             source_id: self.source_id.clone(),
-            ce_id: origin.ce_id.clone(),
             ce_source: format!("/estafeta/postgres/{}", self.source_id),
-            ty: format!("{}.{}", table.name, op.name()),
-            subject,
-            time: origin.commit_time.unwrap_or(now),
-            datacontenttype: Some("application/json".to_owned()),
-            dataschema: None,
-            key,
-            extensions: Map::new(),
-            data: Some(data),
-            data_is_base64: false,
-            received_at: now,
-        }
+            envelope: self.envelope,
+        };
+        let qualified = format!("{}.{}", table.schema, table.name);
+        let keys: Vec<&str> = table
+            .columns
+            .iter()
+            .filter(|c| c.is_key)
+            .map(|c| &*c.name)
+            .collect();
+        let (source, debezium) = match self.envelope {
+            Envelope::Estafeta => (self.source_block(table, origin), Value::Null),
+            Envelope::Debezium => (Value::Null, self.debezium_source(table, origin)),
+        };
+        shape.event(
+            Change {
+                qualified: &qualified,
+                table: &table.name,
+                op,
+                before,
+                after,
+                key_columns: &keys,
+                extra,
+                ce_id: origin.ce_id.clone(),
+                time: origin.commit_time,
+            },
+            source,
+            debezium,
+        )
     }
 
     /// The row as a JSON object, and the columns that were not sent (unchanged TOAST values
@@ -258,30 +205,6 @@ impl EventBuilder {
             "lsn": lsn_number(&origin.lsn),
             "xmin": null,
         })
-    }
-}
-
-/// The primary key as text: the value itself for a one-column key, `a=1,b=2` otherwise.
-fn key_text(table: &Table, row: &Value) -> Option<String> {
-    let keys: Vec<&Column> = table.columns.iter().filter(|c| c.is_key).collect();
-    let row = row.as_object()?;
-    let render = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match keys.as_slice() {
-        [] => None,
-        [one] => row.get(&*one.name).map(render),
-        many => {
-            let parts: Option<Vec<String>> = many
-                .iter()
-                .map(|c| {
-                    row.get(&*c.name)
-                        .map(|v| format!("{}={}", c.name, render(v)))
-                })
-                .collect();
-            parts.map(|p| p.join(","))
-        }
     }
 }
 

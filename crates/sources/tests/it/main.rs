@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod mysql;
+mod outbox;
 mod postgres;

@@ -1,0 +1,203 @@
+//! `kind: mysql` — change data capture from MySQL and MariaDB by reading the binary log as a
+//! replica does (`binlog_format=ROW`, `binlog_row_image=FULL`, `binlog_row_metadata=FULL`).
+//!
+//! The source checks the server's settings and the user's privileges, copies the tables'
+//! current rows when asked (inside a consistent-snapshot transaction whose binlog position
+//! is known, so nothing falls between the copy and the stream), then streams inserts,
+//! updates and deletes from that position. Changes are appended to the log in batches; the
+//! binlog file and position of the last transaction whose changes are all stored is saved
+//! as the source's checkpoint only after the append succeeded, so a crash, a restart or a
+//! lost connection resumes from the last stored transaction and nothing is lost. Each
+//! change has a CloudEvents id made of its transaction's binlog position and its place in
+//! the transaction, so a change read twice is stored once.
+
+mod capture;
+mod decode;
+mod events;
+mod replica;
+mod schema;
+mod setup;
+mod snapshot;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estafeta_config::mysql_source::MysqlSourceSettings;
+use estafeta_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::sink::{EventSink, SinkError};
+use crate::status::{SourceState, StatusBoard};
+
+/// Metric names of this source (documented in `docs/sources/mysql.md`); the same names as
+/// the PostgreSQL source's, so dashboards cover both.
+pub mod metrics {
+    /// Counter: change events stored, by `source`.
+    pub const EVENTS: &str = "estafeta_source_events_total";
+    /// Counter: reconnections after a lost connection, by `source`.
+    pub const RECONNECTS: &str = "estafeta_source_reconnects_total";
+    /// Counter: rows copied by the initial snapshot, by `source` and `table`.
+    pub const SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
+}
+
+/// Why capture stopped or paused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CaptureError {
+    /// The server or the user is not set up for capture; retrying will not help until
+    /// someone does what the message says.
+    #[error("{0}")]
+    Setup(String),
+    /// A server refusal that needs a person, with the server's own error.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A lost connection or a failed query; retried with backoff.
+    #[error("{message}")]
+    Database {
+        message: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A binlog event that cannot be decoded; skipping it would lose changes, so the
+    /// source stops until someone looks.
+    #[error("{message}")]
+    Decode {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream ended or stalled without an error from the driver; retried with backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// The log could not store events; retried with backoff, nothing acknowledged.
+    #[error("the event log could not store the changes")]
+    Store(#[source] SinkError),
+    /// The checkpoint could not be read or written; retried with backoff.
+    #[error("the source's checkpoint could not be read or written")]
+    Checkpoint(#[source] StoreError),
+}
+
+impl CaptureError {
+    /// A failed query or connection, classified: access refusals need a person, the rest
+    /// is retried.
+    fn db(message: impl Into<String>, source: mysql_async::Error) -> Self {
+        let message = message.into();
+        match &source {
+            mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1045 | 1142 | 1227) => {
+                Self::Refused { message, source }
+            }
+            _ => Self::Database { message, source },
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Setup(_) | Self::Refused { .. } | Self::Decode { .. }
+        )
+    }
+}
+
+/// The error with its causes, for the status board and logs (never holds row data).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// One running MySQL/MariaDB capture.
+pub(crate) struct Capture {
+    id: String,
+    settings: MysqlSourceSettings,
+    sink: Arc<dyn EventSink>,
+    store: Arc<dyn Store>,
+    board: StatusBoard,
+    cancel: CancellationToken,
+}
+
+impl Capture {
+    pub(crate) fn new(
+        id: String,
+        settings: MysqlSourceSettings,
+        sink: Arc<dyn EventSink>,
+        store: Arc<dyn Store>,
+        board: StatusBoard,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            settings,
+            sink,
+            store,
+            board,
+            cancel,
+        }
+    }
+
+    /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
+    /// backoff (1 s doubling to 30 s) after anything else.
+    pub(crate) async fn run(self) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let started = std::time::Instant::now();
+            match capture::run_once(&self).await {
+                Ok(capture::Ended::Cancelled) => break,
+                Ok(capture::Ended::SnapshotOnlyDone) => {
+                    tracing::info!(source_id = %self.id, "initial snapshot finished; the source stops (snapshot: initial_only)");
+                    self.board
+                        .update(&self.id, |s| s.state = SourceState::Stopped);
+                    return;
+                }
+                Err(e) if e.is_permanent() => {
+                    let text = chain(&e);
+                    tracing::error!(source_id = %self.id, error = %text, "mysql source stopped");
+                    self.board.update(&self.id, |s| {
+                        s.state = SourceState::Failed;
+                        s.error = Some(text);
+                    });
+                    // Setup problems may be fixed while we wait: check again now and then.
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                }
+                Err(e) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_secs(1);
+                    }
+                    let text = chain(&e);
+                    tracing::warn!(source_id = %self.id, error = %text, retry_in = ?backoff, "mysql source lost its connection; reconnecting");
+                    ::metrics::counter!(metrics::RECONNECTS, "source" => self.id.clone())
+                        .increment(1);
+                    self.board.update(&self.id, |s| {
+                        s.state = SourceState::Reconnecting;
+                        s.error = Some(text);
+                        s.reconnects += 1;
+                    });
+                    tokio::select! {
+                        () = self.cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        self.board
+            .update(&self.id, |s| s.state = SourceState::Stopped);
+    }
+}

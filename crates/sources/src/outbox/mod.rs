@@ -1,0 +1,193 @@
+//! `kind: outbox` — the transactional outbox / queue-table pattern: an application (or a
+//! trigger) inserts rows with `status = 'PENDING'`; this source claims them in batches,
+//! appends one event per row to the log, and writes each row back.
+//!
+//! **Claiming.** A batch is read and locked in one transaction
+//! (`SELECT … ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED` in PostgreSQL, MySQL 8 and
+//! MariaDB 10.6+; plain `FOR UPDATE` on older MySQL/MariaDB, where a second instance waits
+//! instead of skipping; `BEGIN IMMEDIATE` in SQLite, which lets one writer at a time in). The
+//! transaction stays open while the events are appended and commits the write-back only
+//! after the log said they are durable, so several instances polling one table never emit a
+//! row twice, and a crash at any point leaves the batch pending to be read again.
+//!
+//! **Ids.** Each event's CloudEvents id is `<table>:<row id>`, so a row read again after a
+//! crash between the append and the commit is de-duplicated by the log.
+//!
+//! **Write-back.** `mark_on: stored` marks rows processed (or deletes them) in the claim's
+//! transaction. `mark_on: delivered` marks them `processing` there, keeps the list of rows
+//! and their events in the store's cursor for this source, and marks each row processed
+//! when all its deliveries succeeded or failed (with the last error and the attempt count)
+//! when they finished and one died. A row whose payload is not JSON is marked failed with
+//! the reason and never becomes an event.
+
+mod mysql;
+mod poll;
+mod postgres;
+mod row;
+mod sql;
+mod sqlite;
+mod watch;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estafeta_config::outbox_source::{OutboxDatabase, OutboxSourceSettings};
+use estafeta_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::sink::{EventSink, SinkError};
+use crate::status::{SourceState, StatusBoard};
+
+/// Metric names of this source (documented in `docs/sources/outbox.md`).
+pub mod metrics {
+    /// Counter: events stored, by `source`.
+    pub const EVENTS: &str = "estafeta_source_events_total";
+    /// Counter: reconnections after a lost connection, by `source`.
+    pub const RECONNECTS: &str = "estafeta_source_reconnects_total";
+    /// Counter: rows written back, by `source` and `outcome` (`processed`, `deleted`,
+    /// `failed`).
+    pub const ROWS: &str = "estafeta_source_outbox_rows_total";
+    /// Gauge: rows in `processing` waiting for their deliveries (`mark_on: delivered`), by
+    /// `source`.
+    pub const WATCHING: &str = "estafeta_source_outbox_processing_rows";
+}
+
+/// Why polling stopped or paused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutboxError {
+    /// The database, the table or the user is not set up as the config says; retrying will
+    /// not help until someone fixes what the message says.
+    #[error("{0}")]
+    Setup(String),
+    /// The database refused a statement for a reason a person must fix (a missing column,
+    /// a value that does not fit, a missing privilege).
+    #[error("{what}")]
+    Refused {
+        what: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// A lost connection or a failed query; retried with backoff.
+    #[error("{what}")]
+    Database {
+        what: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The connection (or the SQLite thread) is gone.
+    #[error("{0}")]
+    Lost(String),
+    /// The log could not store the events; nothing was marked.
+    #[error("the event log could not store the rows' events")]
+    Sink(#[source] SinkError),
+    /// The store could not read deliveries or save the source's state.
+    #[error("the event store failed")]
+    Store(#[source] StoreError),
+}
+
+impl OutboxError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Setup(_) | Self::Refused { .. })
+    }
+
+    /// The error with its causes, for logs and the status board.
+    pub(crate) fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = self.source();
+        while let Some(e) = next {
+            let text = e.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            next = e.source();
+        }
+        out
+    }
+}
+
+/// One running outbox source.
+pub(crate) struct Outbox {
+    id: String,
+    settings: OutboxSourceSettings,
+    sink: Arc<dyn EventSink>,
+    store: Arc<dyn Store>,
+    board: StatusBoard,
+    cancel: CancellationToken,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        id: String,
+        settings: OutboxSourceSettings,
+        sink: Arc<dyn EventSink>,
+        store: Arc<dyn Store>,
+        board: StatusBoard,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            settings,
+            sink,
+            store,
+            board,
+            cancel,
+        }
+    }
+
+    /// Runs until cancelled; reconnects with backoff (1 s doubling to 30 s) after a
+    /// failure, and checks again every minute after a problem that needs a person.
+    pub(crate) async fn run(self) {
+        let mut backoff = Duration::from_secs(1);
+        let mut watch = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let started = std::time::Instant::now();
+            let result = match self.settings.database {
+                OutboxDatabase::Postgres => {
+                    poll::session::<postgres::PgDriver>(&self, &mut watch).await
+                }
+                OutboxDatabase::Mysql => poll::session::<mysql::MyDriver>(&self, &mut watch).await,
+                OutboxDatabase::Sqlite { .. } => {
+                    poll::session::<sqlite::LiteDriver>(&self, &mut watch).await
+                }
+            };
+            let e = match result {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let report = e.report();
+            let wait = if e.is_permanent() {
+                tracing::error!(source_id = %self.id, error = %report, "outbox source cannot poll; checking again in a minute");
+                self.board.update(&self.id, |s| {
+                    s.state = SourceState::Failed;
+                    s.error = Some(report);
+                });
+                Duration::from_secs(60)
+            } else {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(source_id = %self.id, error = %report, retry_in = ?backoff, "outbox source lost its connection; reconnecting");
+                ::metrics::counter!(metrics::RECONNECTS, "source" => self.id.clone()).increment(1);
+                self.board.update(&self.id, |s| {
+                    s.state = SourceState::Reconnecting;
+                    s.error = Some(report);
+                    s.reconnects += 1;
+                });
+                let b = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                b
+            };
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.board
+            .update(&self.id, |s| s.state = SourceState::Stopped);
+    }
+}
