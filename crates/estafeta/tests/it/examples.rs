@@ -154,3 +154,80 @@ async fn postgres_webhook_example_sends_visitors_and_status_changes() {
         json!({"order": 1, "customer": "ACME", "from": "open", "to": "in_progress"})
     );
 }
+
+/// `examples/outbox-webhook.yaml` on its SQL: orders written by the application reach the CRM
+/// webhook through the outbox, and each outbox row is marked PROCESSED after delivery — or
+/// FAILED with the error when the webhook keeps refusing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_webhook_example_marks_rows_after_delivery() {
+    let db = estafeta_testkit::postgres::TestDb::create();
+    let sql = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/outbox-webhook.sql"),
+    )
+    .unwrap();
+    db.sql(&sql);
+    let rx = WebhookReceiver::start_with_secret(WHSEC).await;
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/outbox-webhook.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "allow_private_networks: false",
+        "allow_private_networks: true",
+    )
+    .replace(
+        "postgres://estafeta:${secret:outbox_db_password}@localhost:5432/shop",
+        &db.url(),
+    )
+    // Keep the test short: retry quickly before the delivery is dead.
+    .replace("[0s, 5s, 1m, 10m]", "[0s, 100ms]");
+    let cfg = dir.path().join("example.yaml");
+    std::fs::write(&cfg, example).unwrap();
+    let storage = format!("sqlite://{}/estafeta.db", dir.path().display());
+    let s = Server::start_with_args(
+        dir.path(),
+        &cfg,
+        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        &[
+            ("CRM_HOOK", rx.url().as_str()),
+            ("ESTAFETA_SECRET_CRM_WHSEC", WHSEC),
+        ],
+    )
+    .await;
+    s.wait_json("/v1/sources/shop-outbox", Duration::from_secs(60), |v| {
+        v["state"] == "running"
+    })
+    .await;
+    db.sql("INSERT INTO orders (customer, total) VALUES ('ACME', 120.50)");
+    assert!(rx.wait_for_count(1, Duration::from_secs(30)).await);
+    let first = rx.requests()[0].json().unwrap();
+    assert_eq!(first["type"], "order.created");
+    assert_eq!(first["data"]["customer"], "ACME");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.sql("SELECT status FROM outbox WHERE id = 1") != "PROCESSED" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "row 1 not marked PROCESSED"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !db.sql("SELECT processed_at FROM outbox WHERE id = 1")
+            .is_empty()
+    );
+
+    // The CRM refuses the next one for good: the row ends FAILED with the error.
+    rx.set_default(400);
+    db.sql("UPDATE orders SET status = 'paid' WHERE customer = 'ACME'");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.sql("SELECT status FROM outbox WHERE id = 2") != "FAILED" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "row 2 not marked FAILED"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = db.sql("SELECT error FROM outbox WHERE id = 2");
+    assert!(error.contains("400"), "{error}");
+}
