@@ -55,19 +55,19 @@ pub(super) struct CdcReport {
     delivered_target_met: bool,
 }
 
-struct Sql {
+pub(super) struct Sql {
     conn: PgReplicationConnection,
 }
 
 impl Sql {
-    async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
         let conn = PgReplicationConnection::connect_async(url)
             .await
             .with_context(|| format!("connecting to {}", redact(url)))?;
         Ok(Self { conn })
     }
 
-    async fn exec(&mut self, sql: &str) -> anyhow::Result<Option<String>> {
+    pub(super) async fn exec(&mut self, sql: &str) -> anyhow::Result<Option<String>> {
         let r = self
             .conn
             .exec_async(sql)
@@ -422,7 +422,7 @@ async fn estafeta(
 }
 
 #[allow(clippy::cast_precision_loss)]
-fn rate(n: u64, secs: f64) -> f64 {
+pub(super) fn rate(n: u64, secs: f64) -> f64 {
     if secs > 0.0 && secs.is_finite() {
         n as f64 / secs
     } else {

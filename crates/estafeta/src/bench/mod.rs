@@ -12,6 +12,7 @@
 mod cdc;
 mod clock;
 mod load;
+mod outbox;
 mod probe;
 mod procfs;
 mod receiver;
@@ -152,6 +153,10 @@ enum ScenarioName {
     /// through a bare replication client, pg_recvlogical and Estafeta (needs --pg-url).
     #[value(name = "cdc")]
     Cdc,
+    /// An outbox table of --events pending rows (default 50,000) in PostgreSQL, drained by
+    /// a bare SQL loop and by Estafeta with status write-back (needs --pg-url).
+    #[value(name = "outbox")]
+    Outbox,
     /// All of the above.
     #[value(name = "all")]
     All,
@@ -223,7 +228,7 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Batch100Batched) => vec![batched()],
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
-        Some(ScenarioName::Cdc) => Vec::new(),
+        Some(ScenarioName::Cdc | ScenarioName::Outbox) => Vec::new(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
 }
@@ -251,8 +256,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("finding this executable")?,
     };
-    if args.scenario == Some(ScenarioName::Cdc) {
-        return cdc::run(&args, binary).await;
+    match args.scenario {
+        Some(ScenarioName::Cdc) => return cdc::run(&args, binary).await,
+        Some(ScenarioName::Outbox) => return outbox::run(&args, binary).await,
+        _ => {}
     }
     let steps = steps(&args);
     let mut runner = Runner::new(&args, binary, external);

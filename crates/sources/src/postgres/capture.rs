@@ -540,14 +540,13 @@ impl Streamer<'_> {
                 // marks every column (REPLICA IDENTITY FULL).
                 let all = table.columns.iter().all(|c| c.is_key);
                 let none = !table.columns.iter().any(|c| c.is_key);
-                if all || none {
-                    if let Some(cat) = self
+                if (all || none)
+                    && let Some(cat) = self
                         .catalog
                         .get(&(table.schema.to_string(), table.name.to_string()))
-                    {
-                        for col in &mut table.columns {
-                            col.is_key = cat.columns.iter().any(|k| k.is_key && k.name == col.name);
-                        }
+                {
+                    for col in &mut table.columns {
+                        col.is_key = cat.columns.iter().any(|k| k.is_key && k.name == col.name);
                     }
                 }
                 if let Some(old) = self.relations.get(&relation_id)
