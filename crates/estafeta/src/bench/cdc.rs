@@ -152,26 +152,12 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         .await;
     let _ = sql.exec(&format!("DROP TABLE IF EXISTS {TABLE}")).await;
     let report = result?;
-    let json = serde_json::to_string_pretty(&report).context("rendering JSON")?;
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print!("{}", render(&report));
-    }
-    let complete = report.delivered >= report.rows;
-    if !complete {
-        eprintln!("error: not every row was delivered");
-        return Ok(ExitCode::FAILURE);
-    }
-    if args.check_targets && !(report.capture_target_met && report.delivered_target_met) {
-        eprintln!("error: a target was missed");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    super::emit(args, &report, || render(&report))?;
+    Ok(super::outcome(
+        args,
+        report.delivered >= report.rows,
+        report.capture_target_met && report.delivered_target_met,
+    ))
 }
 
 /// Rows per second a replication client that only decodes reads one committed transaction.

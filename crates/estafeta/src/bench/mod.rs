@@ -281,16 +281,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .push(runner.load(plan, PEAK_RSS_GOAL).await?),
         }
     }
-    let json = serde_json::to_string_pretty(&report).context("rendering JSON")?;
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print!("{}", report.render(args.markdown));
-    }
+    emit(&args, &report, || report.render(args.markdown))?;
     let lost = report.scenarios.iter().any(|s| !s.complete || s.failed > 0);
     let missed = report
         .scenarios
@@ -307,4 +298,37 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a report: JSON to `--json-out` if given, and JSON or the text on stdout.
+fn emit<R: serde::Serialize>(
+    args: &BenchArgs,
+    report: &R,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("rendering JSON")?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+/// Exit status of the database scenarios: every row delivered, and the targets met when
+/// `--check-targets` asks for them.
+fn outcome(args: &BenchArgs, complete: bool, targets_met: bool) -> ExitCode {
+    if !complete {
+        eprintln!("error: not every row was delivered");
+        return ExitCode::FAILURE;
+    }
+    if args.check_targets && !targets_met {
+        eprintln!("error: a target was missed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }

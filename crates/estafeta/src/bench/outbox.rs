@@ -154,25 +154,12 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         server_peak_rss_bytes: peak,
         target_met: processed_rate >= GOAL,
     };
-    let json = serde_json::to_string_pretty(&report).context("rendering JSON")?;
-    if let Some(path) = &args.json_out {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print!("{}", render(&report));
-    }
-    if report.delivered < rows {
-        eprintln!("error: not every row was delivered");
-        return Ok(ExitCode::FAILURE);
-    }
-    if args.check_targets && !report.target_met {
-        eprintln!("error: a target was missed");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    super::emit(args, &report, || render(&report))?;
+    Ok(super::outcome(
+        args,
+        report.delivered >= rows,
+        report.target_met,
+    ))
 }
 
 fn render(r: &OutboxReport) -> String {
