@@ -21,3 +21,13 @@ pub const CIRCUIT_OPEN: &str = "estafeta_circuit_open";
 pub const STORE_COMMIT_DURATION: &str = "estafeta_store_commit_duration_seconds";
 /// Histogram: number of write requests committed together in one store transaction.
 pub const STORE_BATCH_SIZE: &str = "estafeta_store_batch_size";
+/// Counter: events a pulling source (database capture, outbox …) stored, by `source`.
+pub const SOURCE_EVENTS: &str = "estafeta_source_events_total";
+/// Counter: times a source lost its connection (or its store) and started over, by `source`.
+pub const SOURCE_RECONNECTS: &str = "estafeta_source_reconnects_total";
+/// Counter: rows copied by an initial snapshot, by `source` and `table`.
+pub const SOURCE_SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
+/// Gauge: WAL a PostgreSQL replication slot retains, in bytes, by `source`.
+pub const SOURCE_SLOT_RETAINED_WAL: &str = "estafeta_source_slot_retained_wal_bytes";
+/// Gauge: bytes from a slot's confirmed position to the server's WAL position, by `source`.
+pub const SOURCE_SLOT_LAG: &str = "estafeta_source_slot_lag_bytes";

@@ -11,6 +11,7 @@ pub mod postgres;
 mod row_change;
 mod sink;
 mod status;
+mod supervisor;
 
 use std::sync::Arc;
 

@@ -21,24 +21,22 @@ mod snapshot;
 mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use estafeta_config::mysql_source::MysqlSourceSettings;
 use estafeta_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{EventSink, SinkError};
-use crate::status::{SourceState, StatusBoard};
+use crate::status::StatusBoard;
+use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/mysql.md`); the same names as
 /// the PostgreSQL source's, so dashboards cover both.
 pub mod metrics {
-    /// Counter: change events stored, by `source`.
-    pub const EVENTS: &str = "estafeta_source_events_total";
-    /// Counter: reconnections after a lost connection, by `source`.
-    pub const RECONNECTS: &str = "estafeta_source_reconnects_total";
-    /// Counter: rows copied by the initial snapshot, by `source` and `table`.
-    pub const SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
+    pub use estafeta_core::metric_names::{
+        SOURCE_EVENTS as EVENTS, SOURCE_RECONNECTS as RECONNECTS,
+        SOURCE_SNAPSHOT_ROWS as SNAPSHOT_ROWS,
+    };
 }
 
 /// Why capture stopped or paused.
@@ -149,55 +147,21 @@ impl Capture {
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
     /// backoff (1 s doubling to 30 s) after anything else.
     pub(crate) async fn run(self) {
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            if self.cancel.is_cancelled() {
-                break;
-            }
-            let started = std::time::Instant::now();
-            match capture::run_once(&self).await {
+        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
+        while sup.begin() {
+            let failure = match capture::run_once(&self).await {
                 Ok(capture::Ended::Cancelled) => break,
                 Ok(capture::Ended::SnapshotOnlyDone) => {
                     tracing::info!(source_id = %self.id, "initial snapshot finished; the source stops (snapshot: initial_only)");
-                    self.board
-                        .update(&self.id, |s| s.state = SourceState::Stopped);
-                    return;
+                    break;
                 }
-                Err(e) if e.is_permanent() => {
-                    let text = chain(&e);
-                    tracing::error!(source_id = %self.id, error = %text, "mysql source stopped");
-                    self.board.update(&self.id, |s| {
-                        s.state = SourceState::Failed;
-                        s.error = Some(text);
-                    });
-                    // Setup problems may be fixed while we wait: check again now and then.
-                    tokio::select! {
-                        () = self.cancel.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    }
-                }
-                Err(e) => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff = Duration::from_secs(1);
-                    }
-                    let text = chain(&e);
-                    tracing::warn!(source_id = %self.id, error = %text, retry_in = ?backoff, "mysql source lost its connection; reconnecting");
-                    ::metrics::counter!(metrics::RECONNECTS, "source" => self.id.clone())
-                        .increment(1);
-                    self.board.update(&self.id, |s| {
-                        s.state = SourceState::Reconnecting;
-                        s.error = Some(text);
-                        s.reconnects += 1;
-                    });
-                    tokio::select! {
-                        () = self.cancel.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
+                Err(e) if e.is_permanent() => Failure::Setup(chain(&e)),
+                Err(e) => Failure::Transient(chain(&e)),
+            };
+            if !sup.failed(failure).await {
+                break;
             }
         }
-        self.board
-            .update(&self.id, |s| s.state = SourceState::Stopped);
+        sup.stopped();
     }
 }

@@ -179,6 +179,14 @@ fn after_params(last: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// A row's values in column order (a value already taken out reads as `NULL`).
+fn values_of(row: Row) -> Vec<Value> {
+    row.unwrap_raw()
+        .into_iter()
+        .map(|v| v.unwrap_or(Value::NULL))
+        .collect()
+}
+
 fn row_json(t: &TableDef, values: &[Value], builder: &EventBuilder) -> serde_json::Value {
     let mut m = serde_json::Map::with_capacity(t.columns.len());
     for (col, v) in t.columns.iter().zip(values) {
@@ -251,7 +259,7 @@ async fn copy_by_key(
         let got = rows.len();
         let mut events = Vec::with_capacity(got);
         for row in rows {
-            let values = row.unwrap();
+            let values = values_of(row);
             n += 1;
             events.push(read_event(t, &values, builder, at, n));
             last = Some(
@@ -289,7 +297,7 @@ async fn copy_streaming(
             return Ok(None);
         }
         n += 1;
-        events.push(read_event(t, &row.unwrap(), builder, at, n));
+        events.push(read_event(t, &values_of(row), builder, at, n));
         if events.len() >= c.settings.batch_size {
             let batch = std::mem::take(&mut events);
             let got = batch.len() as u64;

@@ -30,21 +30,20 @@ mod watch;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::Duration;
 
 use estafeta_config::outbox_source::{OutboxDatabase, OutboxSourceSettings};
 use estafeta_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{EventSink, SinkError};
-use crate::status::{SourceState, StatusBoard};
+use crate::status::StatusBoard;
+use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/outbox.md`).
 pub mod metrics {
-    /// Counter: events stored, by `source`.
-    pub const EVENTS: &str = "estafeta_source_events_total";
-    /// Counter: reconnections after a lost connection, by `source`.
-    pub const RECONNECTS: &str = "estafeta_source_reconnects_total";
+    pub use estafeta_core::metric_names::{
+        SOURCE_EVENTS as EVENTS, SOURCE_RECONNECTS as RECONNECTS,
+    };
     /// Counter: rows written back, by `source` and `outcome` (`processed`, `deleted`,
     /// `failed`).
     pub const ROWS: &str = "estafeta_source_outbox_rows_total";
@@ -136,16 +135,12 @@ impl Outbox {
         }
     }
 
-    /// Runs until cancelled; reconnects with backoff (1 s doubling to 30 s) after a
-    /// failure, and checks again every minute after a problem that needs a person.
+    /// Runs until cancelled; reconnects with backoff after a failure, and checks again
+    /// every minute after a problem that needs a person (see [`Supervisor`]).
     pub(crate) async fn run(self) {
-        let mut backoff = Duration::from_secs(1);
+        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
         let mut watch = None;
-        loop {
-            if self.cancel.is_cancelled() {
-                break;
-            }
-            let started = std::time::Instant::now();
+        while sup.begin() {
             let result = match self.settings.database {
                 OutboxDatabase::Postgres => {
                     poll::session::<postgres::PgDriver>(&self, &mut watch).await
@@ -155,39 +150,15 @@ impl Outbox {
                     poll::session::<sqlite::LiteDriver>(&self, &mut watch).await
                 }
             };
-            let e = match result {
+            let failure = match result {
                 Ok(()) => break,
-                Err(e) => e,
+                Err(e) if e.is_permanent() => Failure::Setup(e.report()),
+                Err(e) => Failure::Transient(e.report()),
             };
-            let report = e.report();
-            let wait = if e.is_permanent() {
-                tracing::error!(source_id = %self.id, error = %report, "outbox source cannot poll; checking again in a minute");
-                self.board.update(&self.id, |s| {
-                    s.state = SourceState::Failed;
-                    s.error = Some(report);
-                });
-                Duration::from_secs(60)
-            } else {
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_secs(1);
-                }
-                tracing::warn!(source_id = %self.id, error = %report, retry_in = ?backoff, "outbox source lost its connection; reconnecting");
-                ::metrics::counter!(metrics::RECONNECTS, "source" => self.id.clone()).increment(1);
-                self.board.update(&self.id, |s| {
-                    s.state = SourceState::Reconnecting;
-                    s.error = Some(report);
-                    s.reconnects += 1;
-                });
-                let b = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                b
-            };
-            tokio::select! {
-                () = self.cancel.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
+            if !sup.failed(failure).await {
+                break;
             }
         }
-        self.board
-            .update(&self.id, |s| s.state = SourceState::Stopped);
+        sup.stopped();
     }
 }

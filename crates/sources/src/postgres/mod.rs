@@ -17,27 +17,21 @@ mod setup;
 mod slot;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use estafeta_config::postgres_source::PostgresSourceSettings;
 use estafeta_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::EventSink;
-use crate::status::{SourceState, StatusBoard};
+use crate::status::StatusBoard;
+use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/postgres.md`).
 pub mod metrics {
-    /// Counter: change events stored, by `source` and `op`.
-    pub const EVENTS: &str = "estafeta_source_events_total";
-    /// Counter: reconnections after a lost connection, by `source`.
-    pub const RECONNECTS: &str = "estafeta_source_reconnects_total";
-    /// Gauge: WAL retained by the slot, in bytes, by `source`.
-    pub const SLOT_RETAINED_WAL: &str = "estafeta_source_slot_retained_wal_bytes";
-    /// Gauge: bytes between the slot's confirmed position and the server's WAL position.
-    pub const SLOT_LAG: &str = "estafeta_source_slot_lag_bytes";
-    /// Counter: rows copied by the initial snapshot, by `source` and `table`.
-    pub const SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
+    pub use estafeta_core::metric_names::{
+        SOURCE_EVENTS as EVENTS, SOURCE_RECONNECTS as RECONNECTS, SOURCE_SLOT_LAG as SLOT_LAG,
+        SOURCE_SLOT_RETAINED_WAL as SLOT_RETAINED_WAL, SOURCE_SNAPSHOT_ROWS as SNAPSHOT_ROWS,
+    };
 }
 
 /// Why capture stopped or paused.
@@ -73,10 +67,6 @@ impl CaptureError {
         }
         Self::Transient(format!("cannot connect to PostgreSQL: {first}"))
     }
-
-    fn is_permanent(&self) -> bool {
-        matches!(self, Self::Setup(_) | Self::SlotLimit(_))
-    }
 }
 
 /// One running PostgreSQL capture.
@@ -109,59 +99,24 @@ impl Capture {
     }
 
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
-    /// backoff (1 s doubling to 30 s) after anything else.
+    /// backoff after anything else (see [`Supervisor`]).
     pub(crate) async fn run(self) {
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            if self.cancel.is_cancelled() {
-                break;
-            }
-            let started = std::time::Instant::now();
-            let result = capture::run_once(&self).await;
-            match result {
+        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
+        while sup.begin() {
+            let failure = match capture::run_once(&self).await {
                 Ok(capture::Ended::Cancelled) => break,
                 Ok(capture::Ended::SnapshotOnlyDone) => {
                     tracing::info!(source_id = %self.id, "initial snapshot finished; the source stops (snapshot: initial_only)");
-                    self.board
-                        .update(&self.id, |s| s.state = SourceState::Stopped);
-                    return;
+                    break;
                 }
-                Err(e) if e.is_permanent() => {
-                    tracing::error!(source_id = %self.id, error = %e, "postgres source stopped");
-                    self.board.update(&self.id, |s| {
-                        s.state = SourceState::Failed;
-                        s.error = Some(e.to_string());
-                    });
-                    // Setup problems may be fixed while we wait: check again now and then.
-                    if matches!(e, CaptureError::SlotLimit(_)) {
-                        return;
-                    }
-                    tokio::select! {
-                        () = self.cancel.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    }
-                }
-                Err(e) => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff = Duration::from_secs(1);
-                    }
-                    tracing::warn!(source_id = %self.id, error = %e, retry_in = ?backoff, "postgres source lost its connection; reconnecting");
-                    ::metrics::counter!(metrics::RECONNECTS, "source" => self.id.clone())
-                        .increment(1);
-                    self.board.update(&self.id, |s| {
-                        s.state = SourceState::Reconnecting;
-                        s.error = Some(e.to_string());
-                        s.reconnects += 1;
-                    });
-                    tokio::select! {
-                        () = self.cancel.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
+                Err(e @ CaptureError::SlotLimit(_)) => Failure::Fatal(e.to_string()),
+                Err(e @ CaptureError::Setup(_)) => Failure::Setup(e.to_string()),
+                Err(e) => Failure::Transient(e.to_string()),
+            };
+            if !sup.failed(failure).await {
+                break;
             }
         }
-        self.board
-            .update(&self.id, |s| s.state = SourceState::Stopped);
+        sup.stopped();
     }
 }

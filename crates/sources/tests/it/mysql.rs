@@ -502,3 +502,29 @@ async fn set_up_problems_are_explained() {
     let err = h3.status("my").error.unwrap();
     assert!(err.contains("server's own"), "{err}");
 }
+
+#[tokio::test]
+async fn whole_databases_include_new_tables_and_large_transactions_arrive_whole() {
+    let db = TestDb::create();
+    let yaml = format!(
+        "sources:\n  - id: my\n    kind: mysql\n    url: {}\n    databases: [{}]\n    server_id: {}\n    snapshot: never\n    batch_size: 1000\n    batch_wait: 5ms\n",
+        db.url(),
+        db.name,
+        db.server_id
+    );
+    let h = Harness::start(&yaml).await;
+    running(&h).await;
+    let start = h.status("my").position.unwrap();
+    // A table created after the source started, filled by one transaction of 2500 rows.
+    db.sql("CREATE TABLE later (id INT PRIMARY KEY, v VARCHAR(8)); INSERT INTO later SELECT seq, 'x' FROM seq_1_to_2500;");
+    h.wait(30, "the whole transaction", |h| {
+        ids(h, "later.insert").len() == 2500
+    })
+    .await;
+    let ce_ids: BTreeSet<String> = h.sink.all().into_iter().map(|e| e.ce_id).collect();
+    assert_eq!(ce_ids.len(), 2500, "one id per row");
+    h.wait(20, "the position past the transaction", |h| {
+        h.status("my").position.as_deref() != Some(start.as_str())
+    })
+    .await;
+}
