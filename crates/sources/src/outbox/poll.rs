@@ -144,7 +144,9 @@ async fn claim_batch<D: Driver>(
     if limit == 0 {
         return Ok(false);
     }
+    let t0 = Instant::now();
     let rows = db.claim(limit).await?;
+    let claim_time = t0.elapsed();
     if rows.is_empty() {
         db.rollback().await;
         return Ok(false);
@@ -177,6 +179,7 @@ async fn claim_batch<D: Driver>(
         })
         .collect();
     let stored = sent.len();
+    let t1 = Instant::now();
     if !events.is_empty() {
         let ids = match o.sink.append(events).await {
             Ok(ids) => ids,
@@ -203,7 +206,11 @@ async fn claim_batch<D: Driver>(
         .iter()
         .map(|mk| db.shape().mark(mk, &s.pending))
         .collect();
+    let append_time = t1.elapsed();
+    let t2 = Instant::now();
     db.commit(&statements).await?;
+    tracing::debug!(source_id = %o.id, rows = claimed, claim = ?claim_time, append = ?append_time,
+        write_back = ?t2.elapsed(), "outbox batch");
 
     let source = o.id.clone();
     if stored > 0 {

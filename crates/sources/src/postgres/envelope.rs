@@ -152,12 +152,16 @@ impl EventBuilder {
         detect_unchanged: bool,
     ) -> (Value, Vec<String>) {
         let mut m = Map::with_capacity(row.len());
-        for (name, value) in row.iter() {
-            let oid = table
-                .columns
-                .iter()
-                .find(|c| c.name == *name)
-                .map_or(25, |c| c.type_oid);
+        for (i, (name, value)) in row.iter().enumerate() {
+            // pgoutput sends columns in table order: the i-th is usually the one.
+            let oid = match table.columns.get(i) {
+                Some(c) if c.name == *name => c.type_oid,
+                _ => table
+                    .columns
+                    .iter()
+                    .find(|c| c.name == *name)
+                    .map_or(25, |c| c.type_oid),
+            };
             m.insert(
                 name.to_string(),
                 super::decode::column_to_json(oid, value, self.numeric),
