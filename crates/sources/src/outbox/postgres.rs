@@ -22,7 +22,6 @@ pub(crate) struct PgDriver {
     client: Client,
     shape: Shape,
     claim: tokio_postgres::Statement,
-    pending: String,
     prepared: HashMap<String, tokio_postgres::Statement>,
     /// A message per `NOTIFY` (coalesced); closed when the connection ends.
     wake: mpsc::Receiver<()>,
@@ -240,7 +239,6 @@ impl Driver for PgDriver {
             client,
             shape,
             claim,
-            pending: s.pending.clone(),
             prepared: HashMap::new(),
             wake,
             connection,
@@ -254,7 +252,7 @@ impl Driver for PgDriver {
     async fn claim(&mut self, limit: usize) -> Result<Vec<RawRow>, OutboxError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // BEGIN and the query in one pipeline.
-        let args: [&(dyn ToSql + Sync); 2] = [&self.pending, &limit];
+        let args: [&(dyn ToSql + Sync); 1] = [&limit];
         let (begin, rows) = tokio::join!(
             self.client.batch_execute("BEGIN"),
             self.client.query(&self.claim, &args)

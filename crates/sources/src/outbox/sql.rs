@@ -188,7 +188,9 @@ impl Shape {
     /// The claim query: the first `limit` pending rows in id order, locked for this
     /// transaction and skipped by other claimers where the database can (`skip_locked`).
     /// Columns: id, payload, type, subject, key (then, in SQLite's whole-row mode, every
-    /// column). Arguments: the pending value, the limit.
+    /// column). Arguments: the pending value and the limit in MySQL; the limit only in
+    /// PostgreSQL and SQLite, where the pending value is a literal so that a partial index
+    /// can serve the query.
     pub(crate) fn claim_sql(&self, skip_locked: bool) -> String {
         let d = self.dialect;
         let id = self.q(&self.id);
@@ -205,15 +207,17 @@ impl Shape {
                     Some(c) => format!("{}::text", self.q(c)),
                     None => "row_to_json(estafeta_row)::text".to_owned(),
                 };
+                // The pending value is written as a literal, not a parameter, so that a
+                // partial index `… WHERE status = 'PENDING'` can serve the query.
                 format!(
                     "SELECT {id}::text, {payload}, {}, {}, {} FROM {} AS estafeta_row \
-                     WHERE {status} = $1::text::{} AND {id} IS NOT NULL \
-                     ORDER BY {id} LIMIT $2 FOR UPDATE SKIP LOCKED",
+                     WHERE {status} = {} AND {id} IS NOT NULL \
+                     ORDER BY {id} LIMIT $1 FOR UPDATE SKIP LOCKED",
                     text(&self.ty),
                     text(&self.subject),
                     text(&self.key),
                     self.table,
-                    self.status.sql_type,
+                    sql_literal(&self.status_values[0]),
                 )
             }
             Dialect::Mysql => {
@@ -265,10 +269,12 @@ impl Shape {
                         cols.push_str(&self.q(c));
                     }
                 }
+                // A literal, like PostgreSQL's, so a partial index can serve the query.
                 format!(
-                    "SELECT {cols} FROM {} WHERE {status} = ?1 AND {id} IS NOT NULL \
-                     ORDER BY {id} LIMIT ?2",
-                    self.table
+                    "SELECT {cols} FROM {} WHERE {status} = {} AND {id} IS NOT NULL \
+                     ORDER BY {id} LIMIT ?1",
+                    self.table,
+                    sql_literal(&self.status_values[0]),
                 )
             }
         }
@@ -372,6 +378,11 @@ impl Builder {
     }
 }
 
+/// A string as an SQL literal (`'it''s'`), for values from the configuration.
+fn sql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,7 +429,7 @@ mod tests {
         assert_eq!(
             sh.claim_sql(true),
             "SELECT \"id\"::text, \"Payload\"::text, NULL::text, NULL::text, NULL::text FROM \"public\".\"outbox\" AS estafeta_row \
-             WHERE \"status\" = $1::text::character varying(12) AND \"id\" IS NOT NULL ORDER BY \"id\" LIMIT $2 FOR UPDATE SKIP LOCKED"
+             WHERE \"status\" = 'PENDING' AND \"id\" IS NOT NULL ORDER BY \"id\" LIMIT $1 FOR UPDATE SKIP LOCKED"
         );
         let st = sh.mark(
             &Mark::Processed {
@@ -509,7 +520,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             sh.claim_sql(true),
-            "SELECT \"id\", NULL, NULL, NULL, NULL, \"id\", \"status\" FROM \"outbox\" WHERE \"status\" = ?1 AND \"id\" IS NOT NULL ORDER BY \"id\" LIMIT ?2"
+            "SELECT \"id\", NULL, NULL, NULL, NULL, \"id\", \"status\" FROM \"outbox\" WHERE \"status\" = 'PENDING' AND \"id\" IS NOT NULL ORDER BY \"id\" LIMIT ?1"
         );
     }
 

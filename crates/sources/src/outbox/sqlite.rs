@@ -29,7 +29,6 @@ pub(crate) struct LiteDriver {
     conn: Option<Connection>,
     shape: Shape,
     claim: Arc<str>,
-    pending: String,
     /// Column names of the whole row, when there is no payload column.
     row_columns: Option<Arc<[String]>>,
     /// When the open claim took the write lock.
@@ -240,7 +239,6 @@ impl Driver for LiteDriver {
             conn: Some(conn),
             claim: shape.claim_sql(false).into(),
             shape,
-            pending: s.pending.clone(),
             row_columns,
             locked_at: None,
             held: Duration::ZERO,
@@ -253,17 +251,14 @@ impl Driver for LiteDriver {
 
     async fn claim(&mut self, limit: usize) -> Result<Vec<RawRow>, OutboxError> {
         let claim = Arc::clone(&self.claim);
-        let pending = self.pending.clone();
         let row_columns = self.row_columns.clone();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.locked_at = Some(Instant::now());
         self.with("claim outbox rows", move |c| {
             c.execute_batch("BEGIN IMMEDIATE")?;
             let rows = c.prepare_cached(&claim).and_then(|mut st| {
-                st.query_map((pending.as_str(), limit), |r| {
-                    read_row(r, row_columns.as_deref())
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                st.query_map([limit], |r| read_row(r, row_columns.as_deref()))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             });
             if rows.is_err() {
                 let _ = c.execute_batch("ROLLBACK");
