@@ -210,9 +210,10 @@ impl Shape {
                 // The pending value is written as a literal, not a parameter, so that a
                 // partial index `… WHERE status = 'PENDING'` can serve the query.
                 format!(
+                    // ORDER BY names the table's column: the output column `id` is text.
                     "SELECT {id}::text, {payload}, {}, {}, {} FROM {} AS estafeta_row \
                      WHERE {status} = {} AND {id} IS NOT NULL \
-                     ORDER BY {id} LIMIT $1 FOR UPDATE SKIP LOCKED",
+                     ORDER BY estafeta_row.{id} LIMIT $1 FOR UPDATE SKIP LOCKED",
                     text(&self.ty),
                     text(&self.subject),
                     text(&self.key),
@@ -429,7 +430,7 @@ mod tests {
         assert_eq!(
             sh.claim_sql(true),
             "SELECT \"id\"::text, \"Payload\"::text, NULL::text, NULL::text, NULL::text FROM \"public\".\"outbox\" AS estafeta_row \
-             WHERE \"status\" = 'PENDING' AND \"id\" IS NOT NULL ORDER BY \"id\" LIMIT $1 FOR UPDATE SKIP LOCKED"
+             WHERE \"status\" = 'PENDING' AND \"id\" IS NOT NULL ORDER BY estafeta_row.\"id\" LIMIT $1 FOR UPDATE SKIP LOCKED"
         );
         let st = sh.mark(
             &Mark::Processed {

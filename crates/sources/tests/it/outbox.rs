@@ -291,6 +291,16 @@ async fn a_missing_table_is_reported(kind: Kind) {
     );
 }
 
+/// Rows come out in id order — numeric order, `outbox:9` before `outbox:10` — in batches.
+async fn rows_are_claimed_in_id_order(kind: Kind) {
+    let db = Db::with_outbox(kind);
+    db.insert_many(25, 0);
+    let h = Harness::start(&config(&db, &format!("{COLUMNS}    batch_size: 7\n"))).await;
+    h.wait(30, "25 events", |h| h.sink.all().len() == 25).await;
+    let want: Vec<String> = (1..=25).map(|i| format!("outbox:{i}")).collect();
+    assert_eq!(ce_ids(&h.sink.all()), want);
+}
+
 macro_rules! for_each_database {
     ($($test:ident),* $(,)?) => {
         mod postgres_db {
@@ -322,6 +332,7 @@ macro_rules! for_each_database {
 
 for_each_database!(
     rows_become_events_and_are_marked_processed,
+    rows_are_claimed_in_id_order,
     whole_rows_are_the_data_and_processed_rows_can_be_deleted,
     malformed_rows_are_marked_failed_with_the_reason,
     two_instances_share_a_table_without_sending_a_row_twice,
