@@ -116,6 +116,7 @@ fn with_param(url: &str, kv: &str) -> String {
 
 pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<ExitCode> {
     estafeta_destinations::install_crypto_provider();
+    super::probe::wait_quiet(args.quiet_wait, procfs::ticks_per_sec()).await;
     let rows = args.events.unwrap_or(100_000);
     let url = args.pg_url.clone();
     let payload = args.payload_bytes;
@@ -152,7 +153,7 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         .await;
     let _ = sql.exec(&format!("DROP TABLE IF EXISTS {TABLE}")).await;
     let report = result?;
-    super::emit(args, &report, || render(&report))?;
+    super::emit(args, &report, || render(&report, args.markdown))?;
     Ok(super::outcome(
         args,
         report.delivered >= report.rows,
@@ -416,8 +417,11 @@ pub(super) fn rate(n: u64, secs: f64) -> f64 {
     }
 }
 
-fn render(r: &CdcReport) -> String {
+fn render(r: &CdcReport, markdown: bool) -> String {
     let mut t = comfy_table::Table::new();
+    if markdown {
+        t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    }
     t.set_header(["CDC: one transaction", "rows/s", "vs bare client", "target"]);
     let ratio = |v: f64| {
         if r.bare_client_rows_per_sec > 0.0 {

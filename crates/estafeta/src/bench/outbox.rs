@@ -62,6 +62,7 @@ async fn fill(sql: &mut Sql, rows: u64, payload: usize) -> anyhow::Result<()> {
 
 pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<ExitCode> {
     estafeta_destinations::install_crypto_provider();
+    super::probe::wait_quiet(args.quiet_wait, procfs::ticks_per_sec()).await;
     let rows = args.events.unwrap_or(50_000);
     let payload = args.payload_bytes;
     let url = args.pg_url.clone();
@@ -159,7 +160,7 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         server_peak_rss_bytes: peak,
         target_met: processed_rate >= GOAL,
     };
-    super::emit(args, &report, || render(&report))?;
+    super::emit(args, &report, || render(&report, args.markdown))?;
     Ok(super::outcome(
         args,
         report.delivered >= rows,
@@ -167,8 +168,11 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
     ))
 }
 
-fn render(r: &OutboxReport) -> String {
+fn render(r: &OutboxReport, markdown: bool) -> String {
     let mut t = comfy_table::Table::new();
+    if markdown {
+        t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    }
     t.set_header(["outbox: drain the table", "rows/s", "vs bare SQL", "target"]);
     let ratio = |v: f64| {
         if r.bare_sql_rows_per_sec > 0.0 {

@@ -231,3 +231,38 @@ async fn outbox_webhook_example_marks_rows_after_delivery() {
     let error = db.sql("SELECT error FROM outbox WHERE id = 2");
     assert!(error.contains("400"), "{error}");
 }
+
+/// The database bench scenarios run end to end on a small load (the figures come from
+/// release builds, see docs/performance.md).
+#[tokio::test]
+async fn bench_database_scenarios_run_and_report_json() {
+    let db = estafeta_testkit::postgres::TestDb::create();
+    for (scenario, events) in [("outbox", "300"), ("cdc", "500")] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_estafeta"))
+            .args([
+                "bench",
+                "--scenario",
+                scenario,
+                "--events",
+                events,
+                "--json",
+            ])
+            .env("ESTAFETA_BENCH_PG_URL", db.url())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(
+            v["delivered"].as_u64(),
+            Some(events.parse().unwrap()),
+            "{v}"
+        );
+        assert_eq!(v["duplicates"], 0, "{v}");
+    }
+}
