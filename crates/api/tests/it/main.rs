@@ -273,6 +273,8 @@ async fn the_openapi_document_matches_the_router() {
         "GET /v1/events",
         "GET /v1/events/{id}",
         "GET /v1/routes",
+        "GET /v1/sources",
+        "GET /v1/sources/{id}",
         "POST /v1/deliveries/{id}/retry",
         "POST /v1/events",
         "POST /v1/routes/{id}/replay",
@@ -331,4 +333,29 @@ async fn query_and_method_errors_are_problem_documents_and_sources_are_checked()
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(p["field"], "source");
+}
+
+#[tokio::test]
+async fn sources_are_listed_and_an_unknown_one_is_a_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    let resp = app(st.clone())
+        .oneshot(req("GET", "/v1/sources", None, ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app(st.clone())
+        .oneshot(req("GET", "/v1/sources/nope", None, ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // Without a token: 401.
+    let r = Request::builder()
+        .uri("/v1/sources")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app(st).oneshot(r).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
