@@ -41,8 +41,10 @@ pub(super) struct CdcReport {
     bare_client_rows_per_sec: f64,
     /// `pg_recvlogical` to /dev/null (`None` when the program is not installed).
     pg_recvlogical_rows_per_sec: Option<f64>,
-    /// Estafeta: rows durably in the log per second after the commit.
+    /// Estafeta with no route: rows durably in the log per second after the commit.
     captured_per_sec: f64,
+    /// Estafeta while also delivering every row: rows durably in the log per second.
+    captured_while_delivering_per_sec: f64,
     /// Estafeta: rows delivered to the webhook per second after the commit.
     delivered_per_sec: f64,
     delivered: u64,
@@ -50,6 +52,7 @@ pub(super) struct CdcReport {
     webhook_requests: u64,
     server_peak_rss_bytes: Option<u64>,
     server_cpu_seconds: Option<f64>,
+    capture_only_cpu_seconds: Option<f64>,
     capture_share_of_bare: f64,
     capture_target_met: bool,
     delivered_target_met: bool,
@@ -302,17 +305,29 @@ fn find_pg_program(name: &str) -> Option<PathBuf> {
     candidates.map(|d| d.join(name)).find(|p| p.exists())
 }
 
+/// What one Estafeta phase measured.
+struct Phase {
+    committed_per_sec: f64,
+    stored: Option<Duration>,
+    delivered: Option<Duration>,
+    counts: super::receiver::Counts,
+    cpu: Option<Duration>,
+    peak: Option<u64>,
+}
+
+/// Spawns a server whose `kind: postgres` source captures the bench table, commits `rows`
+/// rows from `first`, and times storing (and, with `deliver`, delivering) them.
 #[allow(clippy::too_many_arguments)]
-async fn estafeta(
+async fn phase(
     args: &BenchArgs,
     binary: PathBuf,
     url: &str,
     sql: &mut Sql,
+    first: u64,
     rows: u64,
     payload: usize,
-    bare: f64,
-    recv: Option<f64>,
-) -> anyhow::Result<CdcReport> {
+    deliver: bool,
+) -> anyhow::Result<Phase> {
     let receiver = Receiver::start(args.receiver_listen, rows).await?;
     let token = format!("bench-{}", rand::random::<u64>());
     let source_yaml = format!(
@@ -331,6 +346,7 @@ async fn estafeta(
         }),
         keep_data: args.keep_data,
         source_yaml: Some(source_yaml),
+        deliver,
     };
     let server = ServerProcess::spawn(&spec).await?;
     let http = reqwest::Client::new();
@@ -362,17 +378,17 @@ async fn estafeta(
         }
     }
     let cpu_before = procfs::cpu_time(Pid::Other(server.pid()), procfs::ticks_per_sec());
-    let insert = sql.insert(0, rows, payload).await?;
+    let insert = sql.insert(first, rows, payload).await?;
     let committed = Instant::now();
     let deadline = committed + Duration::from_secs(600);
-    let mut stored_at = None;
-    let mut delivered_at = None;
-    while (stored_at.is_none() || delivered_at.is_none()) && Instant::now() < deadline {
-        if stored_at.is_none() && events_stored().await.is_some_and(|(_, n)| n >= rows) {
-            stored_at = Some(committed.elapsed());
+    let mut stored = None;
+    let mut delivered = None;
+    while (stored.is_none() || (deliver && delivered.is_none())) && Instant::now() < deadline {
+        if stored.is_none() && events_stored().await.is_some_and(|(_, n)| n >= rows) {
+            stored = Some(committed.elapsed());
         }
-        if delivered_at.is_none() && receiver.recorder().counts().unique >= rows {
-            delivered_at = Some(committed.elapsed());
+        if delivered.is_none() && receiver.recorder().counts().unique >= rows {
+            delivered = Some(committed.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -383,25 +399,62 @@ async fn estafeta(
     });
     let peak = procfs::memory(Pid::Other(server.pid())).map(|m| m.peak);
     server.stop().await?;
-    let captured = rate(rows, stored_at.map_or(f64::INFINITY, |d| d.as_secs_f64()));
-    let delivered = rate(
-        counts.unique,
-        delivered_at.map_or(600.0, |d| d.as_secs_f64()),
-    );
+    drop_when_free(sql, SOURCE_SLOT).await;
+    Ok(Phase {
+        committed_per_sec: rate(rows, insert.as_secs_f64()),
+        stored,
+        delivered,
+        counts,
+        cpu,
+        peak,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn estafeta(
+    args: &BenchArgs,
+    binary: PathBuf,
+    url: &str,
+    sql: &mut Sql,
+    rows: u64,
+    payload: usize,
+    bare: f64,
+    recv: Option<f64>,
+) -> anyhow::Result<CdcReport> {
+    eprintln!("cdc: Estafeta capturing into its log only (no route)…");
+    let capture = phase(
+        args,
+        binary.clone(),
+        url,
+        sql,
+        3 * rows,
+        rows,
+        payload,
+        false,
+    )
+    .await?;
+    eprintln!("cdc: Estafeta capturing and delivering…");
+    let full = phase(args, binary, url, sql, 0, rows, payload, true).await?;
+    let secs = |d: Option<Duration>| d.map_or(f64::INFINITY, |d| d.as_secs_f64());
+    let captured = rate(rows, secs(capture.stored));
+    let captured_while_delivering = rate(rows, secs(full.stored));
+    let delivered = rate(full.counts.unique, secs(full.delivered));
     let share = if bare > 0.0 { captured / bare } else { 0.0 };
     Ok(CdcReport {
         rows,
         payload_bytes: payload,
-        committed_per_sec: rate(rows, insert.as_secs_f64()),
+        committed_per_sec: full.committed_per_sec,
         bare_client_rows_per_sec: bare,
         pg_recvlogical_rows_per_sec: recv,
         captured_per_sec: captured,
+        captured_while_delivering_per_sec: captured_while_delivering,
         delivered_per_sec: delivered,
-        delivered: counts.unique,
-        duplicates: counts.duplicates,
-        webhook_requests: counts.requests,
-        server_peak_rss_bytes: peak,
-        server_cpu_seconds: cpu.map(|d| d.as_secs_f64()),
+        delivered: full.counts.unique,
+        duplicates: full.counts.duplicates,
+        webhook_requests: full.counts.requests,
+        server_peak_rss_bytes: full.peak,
+        server_cpu_seconds: full.cpu.map(|d| d.as_secs_f64()),
+        capture_only_cpu_seconds: capture.cpu.map(|d| d.as_secs_f64()),
         capture_share_of_bare: share,
         capture_target_met: share >= CAPTURE_SHARE_GOAL,
         delivered_target_met: delivered >= DELIVERED_GOAL,
@@ -450,7 +503,7 @@ fn render(r: &CdcReport, markdown: bool) -> String {
         String::new(),
     ]);
     t.add_row([
-        "Estafeta: durably in the log".to_owned(),
+        "Estafeta: durably in the log (no route)".to_owned(),
         n(r.captured_per_sec),
         ratio(r.captured_per_sec),
         format!(
@@ -461,6 +514,12 @@ fn render(r: &CdcReport, markdown: bool) -> String {
                 "missed"
             }
         ),
+    ]);
+    t.add_row([
+        "Estafeta: durably in the log, while delivering".to_owned(),
+        n(r.captured_while_delivering_per_sec),
+        ratio(r.captured_while_delivering_per_sec),
+        String::new(),
     ]);
     t.add_row([
         "Estafeta: delivered (webhook batches)".to_owned(),

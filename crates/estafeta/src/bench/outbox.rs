@@ -107,6 +107,7 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         }),
         keep_data: args.keep_data,
         source_yaml: Some(source_yaml),
+        deliver: true,
     };
     let server = ServerProcess::spawn(&spec).await?;
     // From the moment the server listens: the source connects, claims, stores and marks.

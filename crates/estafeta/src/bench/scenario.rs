@@ -162,6 +162,7 @@ impl<'a> Runner<'a> {
             dest_batch,
             keep_data: self.args.keep_data,
             source_yaml: None,
+            deliver: true,
         }
     }
 

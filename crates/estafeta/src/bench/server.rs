@@ -32,6 +32,8 @@ pub(super) struct ServerSpec {
     pub(super) keep_data: bool,
     /// A `sources:` entry (YAML, id `pg`) to route from instead of HTTP ingest.
     pub(super) source_yaml: Option<String>,
+    /// Whether the route matches the source's events (`false`: they are only stored).
+    pub(super) deliver: bool,
 }
 
 /// A running `estafeta serve` child.
@@ -54,7 +56,15 @@ fn config_yaml(spec: &ServerSpec, db_path: &Path, secret: &str) -> anyhow::Resul
         format!("    batch: {{ max_events: {n}, max_wait: 5ms }}\n")
     });
     let (sources, from, pattern) = match &spec.source_yaml {
-        Some(y) => (format!("sources:\n{y}"), "pg", "*"),
+        Some(y) => (
+            format!("sources:\n{y}"),
+            "pg",
+            if spec.deliver {
+                "*"
+            } else {
+                "no.event.has.this.type"
+            },
+        ),
         None => (String::new(), "http", "bench.*"),
     };
     Ok(format!(
@@ -260,6 +270,7 @@ mod tests {
             dest_batch: Some(100),
             keep_data: false,
             source_yaml: None,
+            deliver: true,
         };
         let yaml =
             config_yaml(&spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec()).expect("yaml");
