@@ -108,3 +108,19 @@ impl<'a> Supervisor<'a> {
         }
     }
 }
+
+/// An error with its causes, `outer: inner: …` (causes already in the text are skipped), for
+/// logs and the status board.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}

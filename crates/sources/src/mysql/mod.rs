@@ -102,17 +102,7 @@ impl CaptureError {
 
 /// The error with its causes, for the status board and logs (never holds row data).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
+    crate::supervisor::error_chain(e)
 }
 
 /// One running MySQL/MariaDB capture.

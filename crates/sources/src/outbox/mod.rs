@@ -92,17 +92,7 @@ impl OutboxError {
 
     /// The error with its causes, for logs and the status board.
     pub(crate) fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut next = self.source();
-        while let Some(e) = next {
-            let text = e.to_string();
-            if !out.contains(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            next = e.source();
-        }
-        out
+        crate::supervisor::error_chain(self)
     }
 }
 
