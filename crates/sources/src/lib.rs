@@ -24,6 +24,17 @@ pub use status::{
     SlotStats, SnapshotProgress, SourceState, SourceStatus, StatusBoard, TableProgress,
 };
 
+/// What every pulling source is given: its id, where it stores events and its checkpoint,
+/// the status board and its cancellation token. Sources hold one and reach its fields
+/// through `Deref`.
+pub(crate) struct SourceCtx {
+    pub(crate) id: String,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) store: Arc<dyn estafeta_store::Store>,
+    pub(crate) board: StatusBoard,
+    pub(crate) cancel: CancellationToken,
+}
+
 /// The running pulling sources.
 #[derive(Clone)]
 pub struct Sources {
@@ -44,42 +55,28 @@ impl Sources {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         for s in sources {
+            let ctx = |kind: &'static str| {
+                board.register(&s.id, kind, SourceState::Starting);
+                SourceCtx {
+                    id: s.id.clone(),
+                    sink: Arc::clone(&sink),
+                    store: Arc::clone(&cursors),
+                    board: board.clone(),
+                    cancel: cancel.child_token(),
+                }
+            };
             match &s.kind {
                 SourceKindSettings::Http => board.register(&s.id, "http", SourceState::Running),
                 SourceKindSettings::Postgres(pg) => {
-                    board.register(&s.id, "postgres", SourceState::Starting);
-                    let capture = postgres::Capture::new(
-                        s.id.clone(),
-                        (**pg).clone(),
-                        Arc::clone(&sink),
-                        Arc::clone(&cursors),
-                        board.clone(),
-                        cancel.child_token(),
-                    );
+                    let capture = postgres::Capture::new(ctx("postgres"), (**pg).clone());
                     tracker.spawn(capture.run());
                 }
                 SourceKindSettings::Mysql(my) => {
-                    board.register(&s.id, "mysql", SourceState::Starting);
-                    let capture = mysql::Capture::new(
-                        s.id.clone(),
-                        (**my).clone(),
-                        Arc::clone(&sink),
-                        Arc::clone(&cursors),
-                        board.clone(),
-                        cancel.child_token(),
-                    );
+                    let capture = mysql::Capture::new(ctx("mysql"), (**my).clone());
                     tracker.spawn(capture.run());
                 }
                 SourceKindSettings::Outbox(ob) => {
-                    board.register(&s.id, "outbox", SourceState::Starting);
-                    let outbox = outbox::Outbox::new(
-                        s.id.clone(),
-                        (**ob).clone(),
-                        Arc::clone(&sink),
-                        Arc::clone(&cursors),
-                        board.clone(),
-                        cancel.child_token(),
-                    );
+                    let outbox = outbox::Outbox::new(ctx("outbox"), (**ob).clone());
                     tracker.spawn(outbox.run());
                 }
             }

@@ -20,14 +20,11 @@ mod setup;
 mod snapshot;
 mod stream;
 
-use std::sync::Arc;
-
 use estafeta_config::mysql_source::MysqlSourceSettings;
-use estafeta_store::{Store, StoreError};
-use tokio_util::sync::CancellationToken;
+use estafeta_store::StoreError;
 
-use crate::sink::{EventSink, SinkError};
-use crate::status::StatusBoard;
+use crate::SourceCtx;
+use crate::sink::SinkError;
 use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/mysql.md`); the same names as
@@ -107,31 +104,21 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// One running MySQL/MariaDB capture.
 pub(crate) struct Capture {
-    id: String,
+    ctx: SourceCtx,
     settings: MysqlSourceSettings,
-    sink: Arc<dyn EventSink>,
-    store: Arc<dyn Store>,
-    board: StatusBoard,
-    cancel: CancellationToken,
+}
+
+impl std::ops::Deref for Capture {
+    type Target = SourceCtx;
+
+    fn deref(&self) -> &SourceCtx {
+        &self.ctx
+    }
 }
 
 impl Capture {
-    pub(crate) fn new(
-        id: String,
-        settings: MysqlSourceSettings,
-        sink: Arc<dyn EventSink>,
-        store: Arc<dyn Store>,
-        board: StatusBoard,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            id,
-            settings,
-            sink,
-            store,
-            board,
-            cancel,
-        }
+    pub(crate) fn new(ctx: SourceCtx, settings: MysqlSourceSettings) -> Self {
+        Self { ctx, settings }
     }
 
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with

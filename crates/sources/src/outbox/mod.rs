@@ -29,14 +29,12 @@ mod sqlite;
 mod watch;
 
 use std::error::Error as StdError;
-use std::sync::Arc;
 
 use estafeta_config::outbox_source::{OutboxDatabase, OutboxSourceSettings};
-use estafeta_store::{Store, StoreError};
-use tokio_util::sync::CancellationToken;
+use estafeta_store::StoreError;
 
-use crate::sink::{EventSink, SinkError};
-use crate::status::StatusBoard;
+use crate::SourceCtx;
+use crate::sink::SinkError;
 use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/outbox.md`).
@@ -98,31 +96,21 @@ impl OutboxError {
 
 /// One running outbox source.
 pub(crate) struct Outbox {
-    id: String,
+    ctx: SourceCtx,
     settings: OutboxSourceSettings,
-    sink: Arc<dyn EventSink>,
-    store: Arc<dyn Store>,
-    board: StatusBoard,
-    cancel: CancellationToken,
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = SourceCtx;
+
+    fn deref(&self) -> &SourceCtx {
+        &self.ctx
+    }
 }
 
 impl Outbox {
-    pub(crate) fn new(
-        id: String,
-        settings: OutboxSourceSettings,
-        sink: Arc<dyn EventSink>,
-        store: Arc<dyn Store>,
-        board: StatusBoard,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            id,
-            settings,
-            sink,
-            store,
-            board,
-            cancel,
-        }
+    pub(crate) fn new(ctx: SourceCtx, settings: OutboxSourceSettings) -> Self {
+        Self { ctx, settings }
     }
 
     /// Runs until cancelled; reconnects with backoff after a failure, and checks again

@@ -16,14 +16,9 @@ mod envelope;
 mod setup;
 mod slot;
 
-use std::sync::Arc;
-
 use estafeta_config::postgres_source::PostgresSourceSettings;
-use estafeta_store::Store;
-use tokio_util::sync::CancellationToken;
 
-use crate::sink::EventSink;
-use crate::status::StatusBoard;
+use crate::SourceCtx;
 use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/postgres.md`).
@@ -71,31 +66,21 @@ impl CaptureError {
 
 /// One running PostgreSQL capture.
 pub(crate) struct Capture {
-    id: String,
+    ctx: SourceCtx,
     settings: PostgresSourceSettings,
-    sink: Arc<dyn EventSink>,
-    store: Arc<dyn Store>,
-    board: StatusBoard,
-    cancel: CancellationToken,
+}
+
+impl std::ops::Deref for Capture {
+    type Target = SourceCtx;
+
+    fn deref(&self) -> &SourceCtx {
+        &self.ctx
+    }
 }
 
 impl Capture {
-    pub(crate) fn new(
-        id: String,
-        settings: PostgresSourceSettings,
-        sink: Arc<dyn EventSink>,
-        store: Arc<dyn Store>,
-        board: StatusBoard,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            id,
-            settings,
-            sink,
-            store,
-            board,
-            cancel,
-        }
+    pub(crate) fn new(ctx: SourceCtx, settings: PostgresSourceSettings) -> Self {
+        Self { ctx, settings }
     }
 
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
