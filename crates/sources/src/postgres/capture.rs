@@ -114,12 +114,7 @@ pub(super) async fn run_once(c: &Capture) -> Result<Ended, CaptureError> {
         .await
         .map_err(|e| CaptureError::connect(&e.to_string()))?;
 
-    let builder = EventBuilder {
-        source_id: c.id.clone(),
-        database: s.database.clone(),
-        envelope: s.envelope,
-        numeric: s.numeric,
-    };
+    let builder = EventBuilder::new(c.id.clone(), s.database.clone(), s.envelope, s.numeric);
 
     if need_snapshot {
         checkpoint.snapshot = Some("running".into());

@@ -46,13 +46,35 @@ pub(crate) struct Origin {
 /// Builds events for one source.
 #[derive(Debug, Clone)]
 pub(crate) struct EventBuilder {
-    pub(crate) source_id: String,
-    pub(crate) database: String,
-    pub(crate) envelope: Envelope,
-    pub(crate) numeric: NumericMode,
+    source_id: String,
+    database: String,
+    envelope: Envelope,
+    numeric: NumericMode,
+    /// What every event of the source shares, made once.
+    shape: Shape,
 }
 
 impl EventBuilder {
+    pub(crate) fn new(
+        source_id: String,
+        database: String,
+        envelope: Envelope,
+        numeric: NumericMode,
+    ) -> Self {
+        let shape = Shape {
+            source_id: source_id.clone(),
+            ce_source: format!("/estafeta/postgres/{source_id}"),
+            envelope,
+        };
+        Self {
+            source_id,
+            database,
+            envelope,
+            numeric,
+            shape,
+        }
+    }
+
     /// An event for a row change. `before`/`after` as pgoutput sent them.
     pub(crate) fn row_event(
         &self,
@@ -110,11 +132,6 @@ impl EventBuilder {
         extra: Map<String, Value>,
         origin: &Origin,
     ) -> Event {
-        let shape = Shape {
-            source_id: self.source_id.clone(),
-            ce_source: format!("/estafeta/postgres/{}", self.source_id),
-            envelope: self.envelope,
-        };
         let qualified = format!("{}.{}", table.schema, table.name);
         let keys: Vec<&str> = table
             .columns
@@ -126,7 +143,7 @@ impl EventBuilder {
             Envelope::Estafeta => (self.source_block(table, origin), Value::Null),
             Envelope::Debezium => (Value::Null, self.debezium_source(table, origin)),
         };
-        shape.event(
+        self.shape.event(
             Change {
                 qualified: &qualified,
                 table: &table.name,
@@ -263,12 +280,7 @@ mod tests {
     }
 
     fn builder(envelope: Envelope) -> EventBuilder {
-        EventBuilder {
-            source_id: "pg".into(),
-            database: "app".into(),
-            envelope,
-            numeric: NumericMode::String,
-        }
+        EventBuilder::new("pg".into(), "app".into(), envelope, NumericMode::String)
     }
 
     #[test]
