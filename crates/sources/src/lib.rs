@@ -35,6 +35,27 @@ pub(crate) struct SourceCtx {
     pub(crate) cancel: CancellationToken,
 }
 
+/// One pulling source: its context and its kind's settings. Each kind implements `run` on
+/// its own `Source<Settings>`.
+pub(crate) struct Source<S> {
+    ctx: SourceCtx,
+    settings: S,
+}
+
+impl<S> Source<S> {
+    fn new(ctx: SourceCtx, settings: S) -> Self {
+        Self { ctx, settings }
+    }
+}
+
+impl<S> std::ops::Deref for Source<S> {
+    type Target = SourceCtx;
+
+    fn deref(&self) -> &SourceCtx {
+        &self.ctx
+    }
+}
+
 /// The running pulling sources.
 #[derive(Clone)]
 pub struct Sources {
@@ -68,15 +89,15 @@ impl Sources {
             match &s.kind {
                 SourceKindSettings::Http => board.register(&s.id, "http", SourceState::Running),
                 SourceKindSettings::Postgres(pg) => {
-                    let capture = postgres::Capture::new(ctx("postgres"), (**pg).clone());
+                    let capture = Source::new(ctx("postgres"), (**pg).clone());
                     tracker.spawn(capture.run());
                 }
                 SourceKindSettings::Mysql(my) => {
-                    let capture = mysql::Capture::new(ctx("mysql"), (**my).clone());
+                    let capture = Source::new(ctx("mysql"), (**my).clone());
                     tracker.spawn(capture.run());
                 }
                 SourceKindSettings::Outbox(ob) => {
-                    let outbox = outbox::Outbox::new(ctx("outbox"), (**ob).clone());
+                    let outbox = Source::new(ctx("outbox"), (**ob).clone());
                     tracker.spawn(outbox.run());
                 }
             }

@@ -23,9 +23,8 @@ mod stream;
 use estafeta_config::mysql_source::MysqlSourceSettings;
 use estafeta_store::StoreError;
 
-use crate::SourceCtx;
 use crate::sink::SinkError;
-use crate::supervisor::{Failure, Supervisor};
+use crate::supervisor::{Failure, Supervisor, error_chain};
 
 /// Metric names of this source (documented in `docs/sources/mysql.md`); the same names as
 /// the PostgreSQL source's, so dashboards cover both.
@@ -97,30 +96,10 @@ impl CaptureError {
     }
 }
 
-/// The error with its causes, for the status board and logs (never holds row data).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::supervisor::error_chain(e)
-}
-
-/// One running MySQL/MariaDB capture.
-pub(crate) struct Capture {
-    ctx: SourceCtx,
-    settings: MysqlSourceSettings,
-}
-
-impl std::ops::Deref for Capture {
-    type Target = SourceCtx;
-
-    fn deref(&self) -> &SourceCtx {
-        &self.ctx
-    }
-}
+/// One running source of this kind.
+pub(crate) type Capture = crate::Source<MysqlSourceSettings>;
 
 impl Capture {
-    pub(crate) fn new(ctx: SourceCtx, settings: MysqlSourceSettings) -> Self {
-        Self { ctx, settings }
-    }
-
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
     /// backoff (1 s doubling to 30 s) after anything else.
     pub(crate) async fn run(self) {
@@ -132,8 +111,8 @@ impl Capture {
                     tracing::info!(source_id = %self.id, "initial snapshot finished; the source stops (snapshot: initial_only)");
                     break;
                 }
-                Err(e) if e.is_permanent() => Failure::Setup(chain(&e)),
-                Err(e) => Failure::Transient(chain(&e)),
+                Err(e) if e.is_permanent() => Failure::Setup(error_chain(&e)),
+                Err(e) => Failure::Transient(error_chain(&e)),
             };
             if !sup.failed(failure).await {
                 break;

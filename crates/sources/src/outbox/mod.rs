@@ -33,7 +33,6 @@ use std::error::Error as StdError;
 use estafeta_config::outbox_source::{OutboxDatabase, OutboxSourceSettings};
 use estafeta_store::StoreError;
 
-use crate::SourceCtx;
 use crate::sink::SinkError;
 use crate::supervisor::{Failure, Supervisor};
 
@@ -94,25 +93,10 @@ impl OutboxError {
     }
 }
 
-/// One running outbox source.
-pub(crate) struct Outbox {
-    ctx: SourceCtx,
-    settings: OutboxSourceSettings,
-}
-
-impl std::ops::Deref for Outbox {
-    type Target = SourceCtx;
-
-    fn deref(&self) -> &SourceCtx {
-        &self.ctx
-    }
-}
+/// One running source of this kind.
+pub(crate) type Outbox = crate::Source<OutboxSourceSettings>;
 
 impl Outbox {
-    pub(crate) fn new(ctx: SourceCtx, settings: OutboxSourceSettings) -> Self {
-        Self { ctx, settings }
-    }
-
     /// Runs until cancelled; reconnects with backoff after a failure, and checks again
     /// every minute after a problem that needs a person (see [`Supervisor`]).
     pub(crate) async fn run(self) {

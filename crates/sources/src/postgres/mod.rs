@@ -18,7 +18,6 @@ mod slot;
 
 use estafeta_config::postgres_source::PostgresSourceSettings;
 
-use crate::SourceCtx;
 use crate::supervisor::{Failure, Supervisor};
 
 /// Metric names of this source (documented in `docs/sources/postgres.md`).
@@ -64,25 +63,10 @@ impl CaptureError {
     }
 }
 
-/// One running PostgreSQL capture.
-pub(crate) struct Capture {
-    ctx: SourceCtx,
-    settings: PostgresSourceSettings,
-}
-
-impl std::ops::Deref for Capture {
-    type Target = SourceCtx;
-
-    fn deref(&self) -> &SourceCtx {
-        &self.ctx
-    }
-}
+/// One running source of this kind.
+pub(crate) type Capture = crate::Source<PostgresSourceSettings>;
 
 impl Capture {
-    pub(crate) fn new(ctx: SourceCtx, settings: PostgresSourceSettings) -> Self {
-        Self { ctx, settings }
-    }
-
     /// Runs until cancelled or stopped by a problem that needs a person; reconnects with
     /// backoff after anything else (see [`Supervisor`]).
     pub(crate) async fn run(self) {
