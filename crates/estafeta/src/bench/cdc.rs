@@ -17,7 +17,7 @@ use pg_walstream::{
 use serde::Serialize;
 
 use super::BenchArgs;
-use super::procfs::{self, Pid};
+use super::procfs::{self};
 use super::receiver::Receiver;
 use super::server::{ServerProcess, ServerSpec};
 
@@ -334,20 +334,14 @@ async fn phase(
         "  - id: pg\n    kind: postgres\n    url: {}\n    tables: [public.{TABLE}]\n    slot: {SOURCE_SLOT}\n    publication: {PUBLICATION}\n    manage_publication: false\n    snapshot: never\n",
         serde_json::to_string(url).context("quoting the URL")?
     );
-    let spec = ServerSpec {
+    let spec = ServerSpec::with_source(
+        args,
         binary,
-        token: token.clone(),
-        receiver_url: receiver.url(),
-        dest_concurrency: usize::from(args.dest_concurrency),
-        dest_batch: Some(if args.dest_batch > 1 {
-            args.dest_batch
-        } else {
-            500
-        }),
-        keep_data: args.keep_data,
-        source_yaml: Some(source_yaml),
+        token.clone(),
+        receiver.url(),
+        source_yaml,
         deliver,
-    };
+    );
     let server = ServerProcess::spawn(&spec).await?;
     let http = reqwest::Client::new();
     let status_url = format!("{}/v1/sources/pg", server.base_url());
@@ -377,7 +371,7 @@ async fn phase(
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let cpu_before = procfs::cpu_time(Pid::Other(server.pid()), procfs::ticks_per_sec());
+    let cpu_before = server.cpu_time();
     let insert = sql.insert(first, rows, payload).await?;
     let committed = Instant::now();
     let deadline = committed + Duration::from_secs(600);
@@ -393,11 +387,8 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let counts = receiver.recorder().counts();
-    let cpu = cpu_before.and_then(|b| {
-        procfs::cpu_time(Pid::Other(server.pid()), procfs::ticks_per_sec())
-            .map(|a| a.saturating_sub(b))
-    });
-    let peak = procfs::memory(Pid::Other(server.pid())).map(|m| m.peak);
+    let cpu = cpu_before.and_then(|b| server.cpu_time().map(|a| a.saturating_sub(b)));
+    let peak = server.peak_rss();
     server.stop().await?;
     drop_when_free(sql, SOURCE_SLOT).await;
     Ok(Phase {

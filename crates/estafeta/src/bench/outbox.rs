@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::BenchArgs;
 use super::cdc::{Sql, rate};
-use super::procfs::{self, Pid};
+use super::procfs::{self};
 use super::receiver::Receiver;
 use super::server::{ServerProcess, ServerSpec};
 
@@ -95,24 +95,11 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         "  - id: pg\n    kind: outbox\n    url: {}\n    table: public.{TABLE}\n    payload_column: payload\n    type_column: event_type\n    processed_at_column: processed_at\n    batch_size: {BATCH}\n    poll_interval: 50ms\n",
         serde_json::to_string(&url).context("quoting the URL")?
     );
-    let spec = ServerSpec {
-        binary,
-        token,
-        receiver_url: receiver.url(),
-        dest_concurrency: usize::from(args.dest_concurrency),
-        dest_batch: Some(if args.dest_batch > 1 {
-            args.dest_batch
-        } else {
-            500
-        }),
-        keep_data: args.keep_data,
-        source_yaml: Some(source_yaml),
-        deliver: true,
-    };
+    let spec = ServerSpec::with_source(args, binary, token, receiver.url(), source_yaml, true);
     let server = ServerProcess::spawn(&spec).await?;
     // From the moment the server listens: the source connects, claims, stores and marks.
     let start = Instant::now();
-    let cpu_before = procfs::cpu_time(Pid::Other(server.pid()), procfs::ticks_per_sec());
+    let cpu_before = server.cpu_time();
     let deadline = start + Duration::from_secs(600);
     let mut processed_at = None;
     let mut delivered_at = None;
@@ -135,11 +122,8 @@ pub(super) async fn run(args: &BenchArgs, binary: PathBuf) -> anyhow::Result<Exi
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let counts = receiver.recorder().counts();
-    let cpu = cpu_before.and_then(|b| {
-        procfs::cpu_time(Pid::Other(server.pid()), procfs::ticks_per_sec())
-            .map(|a| a.saturating_sub(b))
-    });
-    let peak = procfs::memory(Pid::Other(server.pid())).map(|m| m.peak);
+    let cpu = cpu_before.and_then(|b| server.cpu_time().map(|a| a.saturating_sub(b)));
+    let peak = server.peak_rss();
     server.stop().await?;
     let _ = sql.exec(&format!("DROP TABLE IF EXISTS {TABLE}")).await;
     let Some(processed) = processed_at else {

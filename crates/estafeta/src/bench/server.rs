@@ -36,6 +36,35 @@ pub(super) struct ServerSpec {
     pub(super) deliver: bool,
 }
 
+impl ServerSpec {
+    /// A server whose one route takes the events of a database source (the `sources:`
+    /// entry `source_yaml`, id `pg`) to the bench receiver in webhook batches (500 unless
+    /// `--dest-batch` says otherwise); with `deliver: false` they are only stored.
+    pub(super) fn with_source(
+        args: &super::BenchArgs,
+        binary: PathBuf,
+        token: String,
+        receiver_url: String,
+        source_yaml: String,
+        deliver: bool,
+    ) -> Self {
+        Self {
+            binary,
+            token,
+            receiver_url,
+            dest_concurrency: usize::from(args.dest_concurrency),
+            dest_batch: Some(if args.dest_batch > 1 {
+                args.dest_batch
+            } else {
+                500
+            }),
+            keep_data: args.keep_data,
+            source_yaml: Some(source_yaml),
+            deliver,
+        }
+    }
+}
+
 /// A running `estafeta serve` child.
 #[derive(Debug)]
 pub(super) struct ServerProcess {
@@ -173,6 +202,19 @@ impl ServerProcess {
     /// The child's process id.
     pub(super) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// CPU time the server has used so far.
+    pub(super) fn cpu_time(&self) -> Option<Duration> {
+        super::procfs::cpu_time(
+            super::procfs::Pid::Other(self.pid),
+            super::procfs::ticks_per_sec(),
+        )
+    }
+
+    /// Its highest resident memory so far, in bytes.
+    pub(super) fn peak_rss(&self) -> Option<u64> {
+        super::procfs::memory(super::procfs::Pid::Other(self.pid)).map(|m| m.peak)
     }
 
     /// The exit status, when the server has already exited.
