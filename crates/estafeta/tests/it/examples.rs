@@ -8,6 +8,31 @@ use serde_json::json;
 
 use crate::server::{Server, WHSEC, event};
 
+/// An example file's text.
+fn example(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// Starts the server on an example config (as text, adapted by the test) with its own
+/// storage and a free port.
+async fn start_example(dir: &Path, config: &str, envs: &[(&str, &str)]) -> Server {
+    let cfg = dir.join("example.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let storage = format!("sqlite://{}/estafeta.db", dir.display());
+    Server::start_with_args(
+        dir,
+        &cfg,
+        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        envs,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn quickstart_delivers_orders_and_big_orders() {
     let rx = WebhookReceiver::start_with_secret(WHSEC).await;
@@ -79,37 +104,26 @@ async fn bench_runs_a_small_load_and_reports_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_webhook_example_sends_visitors_and_status_changes() {
     let db = estafeta_testkit::postgres::TestDb::create();
-    let sql = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/postgres-webhook.sql"),
-    )
-    .unwrap();
-    db.sql(&sql);
+    db.sql(&example("postgres-webhook.sql"));
     db.sql("INSERT INTO service_orders (customer, total) VALUES ('ACME', 100)");
     let rx = WebhookReceiver::start_with_secret(WHSEC).await;
     let dir = tempfile::tempdir().unwrap();
     // The example refuses private addresses; the receivers here are on loopback.
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/postgres-webhook.yaml"),
-    )
-    .unwrap()
-    .replace(
-        "allow_private_networks: false",
-        "allow_private_networks: true",
-    )
-    .replace(
-        "id: access-db\n",
-        &format!(
-            "id: access-db\n    slot: {0}\n    publication: {0}_pub\n",
-            db.name()
-        ),
-    );
-    let cfg = dir.path().join("example.yaml");
-    std::fs::write(&cfg, example).unwrap();
-    let storage = format!("sqlite://{}/estafeta.db", dir.path().display());
-    let s = Server::start_with_args(
+    let config = example("postgres-webhook.yaml")
+        .replace(
+            "allow_private_networks: false",
+            "allow_private_networks: true",
+        )
+        .replace(
+            "id: access-db\n",
+            &format!(
+                "id: access-db\n    slot: {0}\n    publication: {0}_pub\n",
+                db.name()
+            ),
+        );
+    let s = start_example(
         dir.path(),
-        &cfg,
-        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        &config,
         &[
             ("PG_URL", db.url().as_str()),
             ("VISITORS_HOOK", format!("{}/visitors", rx.url()).as_str()),
@@ -161,34 +175,23 @@ async fn postgres_webhook_example_sends_visitors_and_status_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_webhook_example_marks_rows_after_delivery() {
     let db = estafeta_testkit::postgres::TestDb::create();
-    let sql = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/outbox-webhook.sql"),
-    )
-    .unwrap();
-    db.sql(&sql);
+    db.sql(&example("outbox-webhook.sql"));
     let rx = WebhookReceiver::start_with_secret(WHSEC).await;
     let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/outbox-webhook.yaml"),
-    )
-    .unwrap()
-    .replace(
-        "allow_private_networks: false",
-        "allow_private_networks: true",
-    )
-    .replace(
-        "postgres://estafeta:${secret:outbox_db_password}@localhost:5432/shop",
-        &db.url(),
-    )
-    // Keep the test short: retry quickly before the delivery is dead.
-    .replace("[0s, 5s, 1m, 10m]", "[0s, 100ms]");
-    let cfg = dir.path().join("example.yaml");
-    std::fs::write(&cfg, example).unwrap();
-    let storage = format!("sqlite://{}/estafeta.db", dir.path().display());
-    let s = Server::start_with_args(
+    let config = example("outbox-webhook.yaml")
+        .replace(
+            "allow_private_networks: false",
+            "allow_private_networks: true",
+        )
+        .replace(
+            "postgres://estafeta:${secret:outbox_db_password}@localhost:5432/shop",
+            &db.url(),
+        )
+        // Keep the test short: retry quickly before the delivery is dead.
+        .replace("[0s, 5s, 1m, 10m]", "[0s, 100ms]");
+    let s = start_example(
         dir.path(),
-        &cfg,
-        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        &config,
         &[
             ("CRM_HOOK", rx.url().as_str()),
             ("ESTAFETA_SECRET_CRM_WHSEC", WHSEC),
