@@ -157,7 +157,10 @@ pub(crate) async fn post_events(
             Some(k) => format!("idem:{k}:{i}"),
             None => format!("ce:{}\u{1f}{}", event.ce_source, event.ce_id),
         };
-        incoming.push(Incoming { event, dedupe_key });
+        incoming.push(Incoming {
+            event,
+            dedupe_key: Some(dedupe_key),
+        });
     }
     let outcomes = state.engine.ingest(incoming).await?;
     let duplicates = outcomes

@@ -50,8 +50,9 @@ pub enum EngineError {
 pub struct Incoming {
     /// The event.
     pub event: Event,
-    /// `Idempotency-Key`, or the producer's `source` + `id`.
-    pub dedupe_key: String,
+    /// `Idempotency-Key`, or the producer's `source` + `id`; `None` when the producer
+    /// guarantees the event is not in the log yet (see `NewEvent::dedupe_key`).
+    pub dedupe_key: Option<String>,
 }
 
 /// Where a replay starts.

@@ -27,6 +27,8 @@ pub(crate) struct Appender<P> {
     sink: Arc<dyn EventSink>,
     in_flight: FuturesOrdered<Pending<P>>,
     max: usize,
+    /// The source recognises its own re-reads: store without de-duplication claims.
+    new_only: bool,
 }
 
 impl<P: Send + 'static> Appender<P> {
@@ -35,6 +37,16 @@ impl<P: Send + 'static> Appender<P> {
             sink,
             in_flight: FuturesOrdered::new(),
             max: max_in_flight.max(1),
+            new_only: false,
+        }
+    }
+
+    /// Like [`Appender::new`], for a source that never hands over an event already in the
+    /// log (see [`EventSink::append_new`]).
+    pub(crate) fn new_events_only(sink: Arc<dyn EventSink>, max_in_flight: usize) -> Self {
+        Self {
+            new_only: true,
+            ..Self::new(sink, max_in_flight)
         }
     }
 
@@ -42,9 +54,12 @@ impl<P: Send + 'static> Appender<P> {
     pub(crate) fn submit(&mut self, events: Vec<Event>, position: Option<P>) {
         let sink = Arc::clone(&self.sink);
         let count = events.len();
+        let new_only = self.new_only;
         self.in_flight.push_back(Box::pin(async move {
             let result = if events.is_empty() {
                 Ok(Vec::new())
+            } else if new_only {
+                sink.append_new(events).await
             } else {
                 sink.append(events).await
             };

@@ -55,7 +55,8 @@ pub trait Store: Send + Sync + 'static {
     /// after the transaction is on disk) and atomically per call (all or nothing). An event
     /// whose `(tenant, dedupe_key)` was seen within the dedupe window is not stored again:
     /// its outcome is [`AppendOutcome::Duplicate`] with the first event's id, and its
-    /// deliveries are dropped. Duplicates inside one call are detected too.
+    /// deliveries are dropped. Duplicates inside one call are detected too. An event without
+    /// a dedupe key is always stored.
     async fn append(&self, batch: Vec<NewEvent>) -> StoreResult<Vec<AppendOutcome>>;
 
     /// Records finished attempts and the new state of their deliveries, durably.

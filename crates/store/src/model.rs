@@ -11,8 +11,11 @@ pub struct NewEvent {
     /// the time, as the ingest does; up to a second of clock step back is tolerated): reads
     /// bounded by receipt time start from the id that time implies.
     pub event: std::sync::Arc<Event>,
-    /// De-duplication key: the producer's `Idempotency-Key`, or `source` + `id`.
-    pub dedupe_key: String,
+    /// De-duplication key: the producer's `Idempotency-Key`, or `source` + `id`. `None` for
+    /// an event whose producer guarantees it is not in the log yet (a change-data-capture
+    /// source that de-duplicates its own re-reads): it is stored without a dedupe claim,
+    /// which makes the append cheaper.
+    pub dedupe_key: Option<String>,
     /// Its initial deliveries (status `pending` or, for a filter error, `dead`).
     pub deliveries: Vec<Delivery>,
 }

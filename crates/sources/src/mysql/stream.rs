@@ -143,6 +143,9 @@ impl Streamer<'_> {
     async fn run(mut self) -> Result<Ended, CaptureError> {
         let wait = self.c.settings.batch_wait;
         loop {
+            // Binlog events often come from a buffer without waiting: yield now and then so
+            // the API and the deliveries keep running on this worker thread.
+            tokio::task::consume_budget().await;
             let now = Instant::now();
             let mut deadline = self.last_seen + STALL;
             if let Some(t) = self.oldest {

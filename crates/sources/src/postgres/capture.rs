@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::envelope::{Column, EventBuilder, Op, Origin, Table, format_lsn};
+use super::reread::{AlreadyStored, parse_lsn};
 use super::setup::{Admin, with_param};
 use super::{Capture, CaptureError, metrics as m};
 use crate::pipeline::{Appender, Stored};
@@ -141,6 +142,19 @@ pub(super) async fn run_once(c: &Capture) -> Result<Ended, CaptureError> {
         );
     }
 
+    // The server resumes after the slot's confirmed position; what this source stored past
+    // it (before a crash or a lost connection) will come again and is skipped.
+    let floor = admin
+        .slot(&s.slot)
+        .await?
+        .and_then(|row| row.confirmed_flush_lsn)
+        .and_then(|lsn| parse_lsn(&lsn))
+        .unwrap_or(0);
+    let already = AlreadyStored::load(c.store.as_ref(), &c.id, floor).await?;
+    if already.len() > 0 {
+        tracing::info!(source_id = %c.id, changes = already.len(), from = %format_lsn(floor),
+            "changes stored before the last confirmation will be read again and skipped");
+    }
     stream
         .start(None)
         .await
@@ -166,14 +180,15 @@ pub(super) async fn run_once(c: &Capture) -> Result<Ended, CaptureError> {
         events,
         relations: HashMap::new(),
         catalog,
-        buf: Vec::new(),
+        buf: Vec::with_capacity(c.settings.batch_size.min(PREALLOCATE)),
         oldest: None,
         txn: None,
         pending_ack: None,
         acked: 0,
         checkpoint,
         last_checkpoint: None,
-        appender: Appender::new(Arc::clone(&c.sink), MAX_APPENDS_IN_FLIGHT),
+        appender: Appender::new_events_only(Arc::clone(&c.sink), MAX_APPENDS_IN_FLIGHT),
+        already,
     }
     .run(limit_rx, &mut admin)
     .await;
@@ -229,7 +244,7 @@ async fn snapshot(
     });
 
     let mut rows = snap.rows();
-    let mut buf: Vec<Event> = Vec::with_capacity(c.settings.batch_size);
+    let mut buf: Vec<Event> = Vec::with_capacity(c.settings.batch_size.min(PREALLOCATE));
     let mut counts: Vec<u64> = vec![0; progress.tables.len()];
     let mut reported: Vec<u64> = vec![0; progress.tables.len()];
     let mut appender = Appender::<()>::new(Arc::clone(&c.sink), MAX_APPENDS_IN_FLIGHT);
@@ -242,6 +257,9 @@ async fn snapshot(
     )> = None;
     let mut n: u64 = 0;
     loop {
+        // Rows arrive from a buffer that is rarely empty: yield now and then so the API and
+        // the deliveries keep running on this worker thread.
+        tokio::task::consume_budget().await;
         if appender.is_full() {
             let stored = appender.next().await.map_err(store_error)?;
             record_stored(c, stored.count);
@@ -284,7 +302,11 @@ async fn snapshot(
             counts[*i] += 1;
         }
         if buf.len() >= c.settings.batch_size {
-            appender.submit(std::mem::take(&mut buf), None);
+            let full = std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(c.settings.batch_size.min(PREALLOCATE)),
+            );
+            appender.submit(full, None);
             publish_progress(c, &mut progress, &counts, &mut reported, false);
         }
     }
@@ -350,6 +372,8 @@ fn table_from_relation(r: &pg_walstream::RelationInfo) -> Table {
 
 /// Appends kept in flight while reading goes on (the store's group commit merges them).
 const MAX_APPENDS_IN_FLIGHT: usize = 4;
+/// Room made for a batch's events up front (batches may be configured far larger).
+const PREALLOCATE: usize = 1_024;
 
 fn store_error(e: crate::sink::SinkError) -> CaptureError {
     CaptureError::Store(format!("{e}: {}", e.0))
@@ -430,6 +454,8 @@ struct Streamer<'a> {
     checkpoint: Checkpoint,
     last_checkpoint: Option<Instant>,
     appender: Appender<u64>,
+    /// Changes stored before the last confirmation, skipped when read again.
+    already: AlreadyStored,
 }
 
 impl Streamer<'_> {
@@ -440,6 +466,9 @@ impl Streamer<'_> {
     ) -> Result<Ended, CaptureError> {
         let wait = self.c.settings.batch_wait;
         loop {
+            // The replication stream answers from its buffer without waiting for most
+            // messages: yield now and then so the API and the deliveries keep running.
+            tokio::task::consume_budget().await;
             let deadline = self.oldest.map(|t| t + wait);
             let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -509,6 +538,7 @@ impl Streamer<'_> {
             }
             EventType::Commit { end_lsn, .. } => {
                 self.txn = None;
+                self.already.passed(end_lsn.value());
                 self.pending_ack = Some(end_lsn.value());
                 self.oldest.get_or_insert_with(Instant::now);
             }
@@ -650,6 +680,9 @@ impl Streamer<'_> {
     }
 
     fn push(&mut self, e: Event) {
+        if self.already.contains(&e.ce_id) {
+            return;
+        }
         self.buf.push(e);
         self.oldest.get_or_insert_with(Instant::now);
     }
@@ -657,7 +690,10 @@ impl Streamer<'_> {
     /// Hands what is buffered to the appender with the commit position it completes.
     fn submit(&mut self) {
         self.oldest = None;
-        let events = std::mem::take(&mut self.buf);
+        let events = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.c.settings.batch_size.min(PREALLOCATE)),
+        );
         let ack = self.pending_ack.take();
         if events.is_empty() && ack.is_none() {
             return;

@@ -22,6 +22,10 @@ impl EventSink for Collect {
         self.events.lock().unwrap().extend(events);
         Ok(ids)
     }
+
+    async fn append_new(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
+        self.append(events).await
+    }
 }
 
 impl Collect {

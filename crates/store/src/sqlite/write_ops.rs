@@ -12,7 +12,7 @@ use crate::{AppendOutcome, StoreError, StoreResult};
 #[derive(Debug)]
 pub(crate) struct AppendItem {
     pub(crate) event: EventRow,
-    pub(crate) dedupe_key: String,
+    pub(crate) dedupe_key: Option<String>,
     pub(crate) deliveries: Vec<DeliveryRow>,
 }
 
@@ -20,7 +20,7 @@ impl AppendItem {
     /// Rough size in bytes.
     pub(crate) fn weight(&self) -> usize {
         self.event.weight()
-            + self.dedupe_key.len()
+            + self.dedupe_key.as_ref().map_or(0, String::len)
             + self
                 .deliveries
                 .iter()
@@ -68,15 +68,18 @@ pub(crate) fn append(
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
         let e = &item.event;
-        let claimed = claim
-            .execute(params![
-                e.tenant,
-                item.dedupe_key,
-                e.id_text,
-                clock.now_us,
-                clock.dedupe_cutoff_us
-            ])
-            .map_err(from_sqlite)?;
+        let claimed = match &item.dedupe_key {
+            None => 1,
+            Some(key) => claim
+                .execute(params![
+                    e.tenant,
+                    key,
+                    e.id_text,
+                    clock.now_us,
+                    clock.dedupe_cutoff_us
+                ])
+                .map_err(from_sqlite)?,
+        };
         if claimed == 0 {
             let first: String = holder
                 .query_row(params![e.tenant, item.dedupe_key], |r| r.get(0))

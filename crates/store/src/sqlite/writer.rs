@@ -357,7 +357,7 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let item = AppendItem {
             event: EventRow::encode(&event(id)).expect("encode"),
-            dedupe_key: key.to_owned(),
+            dedupe_key: Some(key.to_owned()),
             deliveries: Vec::new(),
         };
         (

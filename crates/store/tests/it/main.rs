@@ -45,6 +45,7 @@ sqlite_suite!(
     events::dedupe_across_calls,
     events::dedupe_within_call,
     events::dedupe_concurrent,
+    events::keyless_events_are_always_stored,
     events::failed_call_is_atomic_and_isolated,
     events::list_events_filters_and_pages,
     events::scan_events_in_log_order,

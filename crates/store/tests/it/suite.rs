@@ -93,7 +93,7 @@ pub(crate) fn new_event(
 ) -> NewEvent {
     NewEvent {
         event: event.into(),
-        dedupe_key: dedupe_key.to_owned(),
+        dedupe_key: Some(dedupe_key.to_owned()),
         deliveries,
     }
 }

@@ -61,7 +61,7 @@ impl EventSink for StoreLog {
             .iter()
             .map(|e| NewEvent {
                 event: Arc::new(e.clone()),
-                dedupe_key: format!("src:{}\u{1f}{}", e.source_id, e.ce_id),
+                dedupe_key: Some(format!("src:{}\u{1f}{}", e.source_id, e.ce_id)),
                 deliveries: vec![Delivery {
                     id: DeliveryId::new(),
                     event_id: e.id,
@@ -99,6 +99,10 @@ impl EventSink for StoreLog {
             return Err(SinkError("simulated crash after the append".into()));
         }
         Ok(ids)
+    }
+
+    async fn append_new(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
+        self.append(events).await
     }
 }
 

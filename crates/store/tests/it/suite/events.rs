@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estafeta_core::{DeliveryStatus, EventId, TenantId};
+use estafeta_core::{DeliveryStatus, Event, EventId, TenantId};
 use estafeta_store::{AppendOutcome, EventQuery, Store};
 use serde_json::{Map, Value, json};
 
@@ -159,6 +159,48 @@ pub(crate) async fn dedupe_within_call(store: Arc<dyn Store>) {
     );
 }
 
+/// Events without a dedupe key are always stored, and claim nothing: a keyed event with the
+/// same CloudEvents id is still stored once on its own.
+pub(crate) async fn keyless_events_are_always_stored(store: Arc<dyn Store>) {
+    let a = event("acme", "t");
+    let b = event("acme", "t");
+    let c = event("acme", "t");
+    let d = delivery(&b, "r1", "hook", DeliveryStatus::Pending);
+    let keyless = |e: Event, deliveries| {
+        let mut n = new_event(e, "unused", deliveries);
+        n.dedupe_key = None;
+        n
+    };
+    let out = store
+        .append(vec![
+            keyless(a.clone(), vec![]),
+            keyless(b.clone(), vec![d]),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(
+        out,
+        vec![AppendOutcome::Inserted(a.id), AppendOutcome::Inserted(b.id)]
+    );
+    assert_eq!(
+        store
+            .deliveries_for_event(b.id)
+            .await
+            .expect("deliveries")
+            .len(),
+        1
+    );
+    let out = store
+        .append(vec![
+            new_event(c.clone(), "unused", vec![]),
+            new_event(event("acme", "t"), "unused", vec![]),
+        ])
+        .await
+        .expect("keyed");
+    assert_eq!(out[0], AppendOutcome::Inserted(c.id));
+    assert_eq!(out[1], AppendOutcome::Duplicate(c.id));
+}
+
 /// Many concurrent appends of the same key (merged into shared commits or not): exactly one
 /// is inserted and every other answer names it.
 pub(crate) async fn dedupe_concurrent(store: Arc<dyn Store>) {
@@ -259,7 +301,11 @@ pub(crate) async fn failed_call_is_atomic_and_isolated(store: Arc<dyn Store>) {
     let retry = simple("acme");
     let retry_id = retry.event.id;
     let out = store
-        .append(vec![new_event(retry.event, &good_key, vec![])])
+        .append(vec![new_event(
+            retry.event,
+            good_key.as_deref().expect("a key"),
+            vec![],
+        )])
         .await
         .expect("retry");
     assert_eq!(out, vec![AppendOutcome::Inserted(retry_id)]);
