@@ -10,6 +10,7 @@ pub mod mysql_source;
 pub mod outbox_source;
 pub mod postgres_source;
 pub mod settings;
+pub mod telegram_destination;
 pub mod text;
 
 pub use duration::DurationText;

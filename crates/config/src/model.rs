@@ -251,6 +251,8 @@ fn default_queue_capacity() -> usize {
 pub enum DestinationKind {
     /// HTTP webhooks signed per the Standard Webhooks specification.
     Webhook(WebhookConfig),
+    /// Messages to a Telegram chat through the Bot API.
+    Telegram(crate::telegram_destination::TelegramConfig),
 }
 
 /// `kind: webhook`.

@@ -68,6 +68,19 @@ pub struct DestinationSettings {
 pub enum DestinationKindSettings {
     /// A webhook.
     Webhook(WebhookSettings),
+    /// A Telegram chat.
+    Telegram(Box<crate::telegram_destination::TelegramSettings>),
+}
+
+impl DestinationKindSettings {
+    /// How values printed by a route's template for this destination are escaped.
+    #[must_use]
+    pub fn template_escape(&self) -> estafeta_core::template::Escape {
+        match self {
+            Self::Webhook(_) => estafeta_core::template::Escape::None,
+            Self::Telegram(t) => t.parse_mode.escape(),
+        }
+    }
 }
 
 /// Headers a webhook sets itself; configuring them is an error.

@@ -394,6 +394,10 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             DestinationKind::Webhook(w) => {
                 webhook(&mut cx, &p, &d.id.value, w).map(DestinationKindSettings::Webhook)
             }
+            DestinationKind::Telegram(t) => {
+                crate::telegram_destination::validate(&mut cx, &p, &d.id.value, t)
+                    .map(|s| DestinationKindSettings::Telegram(Box::new(s)))
+            }
         };
         if let Some(kind) = kind {
             destinations.push(DestinationSettings {
@@ -476,9 +480,14 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                     format!("no destination with id `{}`", t.destination.value),
                 );
             }
+            let escape = destinations
+                .iter()
+                .find(|d| d.id == t.destination.value)
+                .map(|d| d.kind.template_escape())
+                .unwrap_or_default();
             let template = t.template.as_ref().and_then(|src| {
                 let name = template_name(&r.id.value, j);
-                match templates.add(&name, &src.value) {
+                match templates.add_escaped(&name, &src.value, escape) {
                     Ok(()) => Some(name),
                     Err(e) => {
                         let (line, col) = inner_position(src, e.line.unwrap_or(1), 1);

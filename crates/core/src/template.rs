@@ -1,9 +1,11 @@
 //! Message templates (minijinja, strict about undefined names) that render a destination's
 //! body from an event.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 use crate::event::Event;
@@ -36,9 +38,66 @@ impl TemplateError {
     }
 }
 
+/// How the values a template prints are escaped for where its text goes. The template's own
+/// text is never changed: only what `{{ … }}` prints (unless marked `| safe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Escape {
+    /// Printed as is.
+    #[default]
+    None,
+    /// `&`, `<` and `>` as entities, for Telegram's `HTML` parse mode.
+    Html,
+    /// A backslash before each character Telegram's `MarkdownV2` reserves.
+    MarkdownV2,
+}
+
+impl Escape {
+    const HTML: &'static str = "estafeta-html";
+    const MARKDOWN_V2: &'static str = "estafeta-markdown-v2";
+
+    fn auto_escape(self) -> AutoEscape {
+        match self {
+            Escape::None => AutoEscape::None,
+            Escape::Html => AutoEscape::Custom(Self::HTML.into()),
+            Escape::MarkdownV2 => AutoEscape::Custom(Self::MARKDOWN_V2.into()),
+        }
+    }
+
+    /// `text` escaped for this mode.
+    #[must_use]
+    pub fn apply(self, text: &str) -> String {
+        match self {
+            Escape::None => text.to_owned(),
+            Escape::Html => {
+                let mut out = String::with_capacity(text.len());
+                for ch in text.chars() {
+                    match ch {
+                        '&' => out.push_str("&amp;"),
+                        '<' => out.push_str("&lt;"),
+                        '>' => out.push_str("&gt;"),
+                        c => out.push(c),
+                    }
+                }
+                out
+            }
+            Escape::MarkdownV2 => {
+                let mut out = String::with_capacity(text.len() + 8);
+                for ch in text.chars() {
+                    if "_*[]()~`>#+-=|{}.!\\".contains(ch) {
+                        out.push('\\');
+                    }
+                    out.push(ch);
+                }
+                out
+            }
+        }
+    }
+}
+
 /// A set of compiled templates, addressed by name.
 pub struct TemplateSet {
     env: Environment<'static>,
+    escapes: Arc<RwLock<HashMap<String, Escape>>>,
 }
 
 impl fmt::Debug for TemplateSet {
@@ -51,7 +110,32 @@ impl Default for TemplateSet {
     fn default() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        Self { env }
+        let escapes: Arc<RwLock<HashMap<String, Escape>>> = Arc::default();
+        let lookup = Arc::clone(&escapes);
+        env.set_auto_escape_callback(move |name| {
+            lookup
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .copied()
+                .unwrap_or_default()
+                .auto_escape()
+        });
+        env.set_formatter(|out, state, value| {
+            let mode = match state.auto_escape() {
+                AutoEscape::Custom(m) if m == Escape::HTML => Escape::Html,
+                AutoEscape::Custom(m) if m == Escape::MARKDOWN_V2 => Escape::MarkdownV2,
+                _ => return minijinja::escape_formatter(out, state, value),
+            };
+            if value.is_safe() || value.is_undefined() {
+                return minijinja::escape_formatter(out, state, value);
+            }
+            let text = value.to_string();
+            out.write_str(&mode.apply(&text)).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+            })
+        });
+        Self { env, escapes }
     }
 }
 
@@ -67,6 +151,24 @@ impl TemplateSet {
     /// # Errors
     /// A syntax error, with its line.
     pub fn add(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
+        self.add_escaped(name, source, Escape::None)
+    }
+
+    /// Compiles and adds a template whose printed values are escaped with `escape`.
+    ///
+    /// # Errors
+    /// A syntax error, with its line.
+    pub fn add_escaped(
+        &mut self,
+        name: &str,
+        source: &str,
+        escape: Escape,
+    ) -> Result<(), TemplateError> {
+        // The escape mode is read when the template compiles: record it first.
+        self.escapes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), escape);
         self.env
             .add_template_owned(name.to_owned(), source.to_owned())
             .map_err(|e| TemplateError::from_minijinja(name, &e))
@@ -148,6 +250,48 @@ mod tests {
             Utc::now(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn escapes_printed_values_not_the_template_text() {
+        let mut t = TemplateSet::new();
+        let e = parse_cloudevent(
+            json!({"specversion":"1.0","id":"o-1","source":"shop","type":"visitor.created",
+                   "data":{"name":"Ana <b>&</b> Silva_Jr. (VIP)!","n":3}}),
+            &TenantId::default(),
+            "http",
+            Utc::now(),
+        )
+        .unwrap();
+        t.add_escaped("h", "<b>{{ data.name }}</b> {{ data.n }}", Escape::Html)
+            .unwrap();
+        assert_eq!(
+            t.render("h", &e, &[]).unwrap(),
+            "<b>Ana &lt;b&gt;&amp;&lt;/b&gt; Silva_Jr. (VIP)!</b> 3"
+        );
+        t.add_escaped(
+            "m",
+            "*{{ data.name }}* has {{ data.n }} hit(s)\\.",
+            Escape::MarkdownV2,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render("m", &e, &[]).unwrap(),
+            "*Ana <b\\>&</b\\> Silva\\_Jr\\. \\(VIP\\)\\!* has 3 hit(s)\\."
+        );
+        // `| safe` opts a value out; plain templates print as is.
+        t.add_escaped("s", "{{ data.name | safe }}", Escape::MarkdownV2)
+            .unwrap();
+        assert_eq!(
+            t.render("s", &e, &[]).unwrap(),
+            "Ana <b>&</b> Silva_Jr. (VIP)!"
+        );
+        t.add("p", "{{ data.name }}").unwrap();
+        assert_eq!(
+            t.render("p", &e, &[]).unwrap(),
+            "Ana <b>&</b> Silva_Jr. (VIP)!"
+        );
+        assert_eq!(Escape::MarkdownV2.apply("a\\b"), "a\\\\b");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
-//! Each kind lives in its own module (only [`webhook`] so far) and implements
+//! Each kind lives in its own module ([`webhook`], [`telegram`]) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
@@ -12,9 +12,11 @@
 mod build_error;
 mod http_client;
 pub mod registry;
+pub mod telegram;
 pub mod webhook;
 
 pub use build_error::BuildError;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
 pub use registry::build;
+pub use telegram::Telegram;
 pub use webhook::Webhook;

@@ -25,5 +25,10 @@ pub fn build(
             clients,
             settings.concurrency,
         )?)),
+        DestinationKindSettings::Telegram(telegram) => Ok(Arc::new(crate::Telegram::new(
+            telegram,
+            clients,
+            settings.concurrency,
+        )?)),
     }
 }

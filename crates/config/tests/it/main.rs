@@ -189,3 +189,71 @@ fn headers_estafeta_sets_itself_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn telegram_destinations_validate_and_name_their_problems() {
+    let yaml = r#"
+routes:
+  - id: alerts
+    from: http
+    match: "visitor.*"
+    to:
+      - destination: ops
+        template: "*{{ data.name }}* has {{ data.hits }} record(s)"
+destinations:
+  - id: ops
+    kind: telegram
+    token: "123456:AAH-abc_DEF"
+    chat_id: "-1001234567890"
+    parse_mode: markdown_v2
+    message_thread_id: 7
+    api_url: http://127.0.0.1:8081/
+    allow_private_networks: true
+"#;
+    let cfg = load_str(yaml, "t.yaml", &Env).unwrap();
+    let estafeta_config::DestinationKindSettings::Telegram(t) = &cfg.destinations[0].kind else {
+        panic!("not a telegram destination");
+    };
+    assert_eq!(t.chat_id, "-1001234567890");
+    assert_eq!(t.api_url, "http://127.0.0.1:8081");
+    assert_eq!(t.message_thread_id, Some(7));
+    // The route's template escapes printed values for MarkdownV2.
+    let event = estafeta_core::event::parse_cloudevent(
+        serde_json::json!({"specversion":"1.0","id":"1","source":"s","type":"visitor.created",
+                           "data":{"name":"Ana_B.","hits":2}}),
+        &estafeta_core::TenantId::default(),
+        "http",
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let name = estafeta_config::template_name("alerts", 0);
+    assert_eq!(
+        cfg.templates.render(&name, &event, &[]).unwrap(),
+        "*Ana\\_B\\.* has 2 record(s)"
+    );
+
+    let bad = r#"
+destinations:
+  - id: ops
+    kind: telegram
+    token: "not-a-token"
+    chat_id: "ops room"
+    parse_mode: markdown
+"#;
+    let text = load_str(bad, "t.yaml", &Env).unwrap_err().to_string();
+    assert!(
+        text.contains("parse_mode") || text.contains("markdown"),
+        "{text}"
+    );
+    let bad = "destinations:\n  - id: ops\n    kind: telegram\n    token: \"not-a-token\"\n    chat_id: \"ops room\"\n";
+    let text = load_str(bad, "t.yaml", &Env).unwrap_err().to_string();
+    // Inside a kind's settings serde reports the entry's position.
+    assert!(
+        text.contains("t.yaml:2:9: destinations[0].token: a bot token looks like"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[0].chat_id: a chat id is a number"),
+        "{text}"
+    );
+}

@@ -12,7 +12,7 @@
 //! secret or a payload.
 
 mod destination;
-mod outcome;
+pub(crate) mod outcome;
 pub mod signing;
 pub mod ssrf;
 
