@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod model;
 pub mod mysql_source;
+pub mod ntfy_destination;
 pub mod outbox_source;
 pub mod postgres_source;
 pub mod settings;

@@ -253,6 +253,8 @@ pub enum DestinationKind {
     Webhook(WebhookConfig),
     /// Messages to a Telegram chat through the Bot API.
     Telegram(crate::telegram_destination::TelegramConfig),
+    /// Push notifications through an ntfy server.
+    Ntfy(Box<crate::ntfy_destination::NtfyConfig>),
 }
 
 /// `kind: webhook`.

@@ -70,6 +70,8 @@ pub enum DestinationKindSettings {
     Webhook(WebhookSettings),
     /// A Telegram chat.
     Telegram(Box<crate::telegram_destination::TelegramSettings>),
+    /// An ntfy topic.
+    Ntfy(Box<crate::ntfy_destination::NtfySettings>),
 }
 
 impl DestinationKindSettings {
@@ -77,7 +79,7 @@ impl DestinationKindSettings {
     #[must_use]
     pub fn template_escape(&self) -> estafeta_core::template::Escape {
         match self {
-            Self::Webhook(_) => estafeta_core::template::Escape::None,
+            Self::Webhook(_) | Self::Ntfy(_) => estafeta_core::template::Escape::None,
             Self::Telegram(t) => t.parse_mode.escape(),
         }
     }

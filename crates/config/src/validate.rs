@@ -398,6 +398,10 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                 crate::telegram_destination::validate(&mut cx, &p, &d.id.value, t)
                     .map(|s| DestinationKindSettings::Telegram(Box::new(s)))
             }
+            DestinationKind::Ntfy(n) => {
+                crate::ntfy_destination::validate(&mut cx, &p, &d.id.value, n)
+                    .map(|s| DestinationKindSettings::Ntfy(Box::new(s)))
+            }
         };
         if let Some(kind) = kind {
             destinations.push(DestinationSettings {

@@ -64,6 +64,15 @@ pub enum BuildError {
         #[source]
         source: SecretError,
     },
+    /// A setting of the destination cannot be used (a template that does not compile,
+    /// credentials a header cannot carry).
+    #[error("destination `{id}`: {message}")]
+    Template {
+        /// Destination id.
+        id: String,
+        /// What is wrong, without secrets.
+        message: String,
+    },
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("destination `{id}`: the HTTP client cannot be built")]
     HttpClient {

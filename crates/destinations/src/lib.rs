@@ -1,6 +1,6 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
-//! Each kind lives in its own module ([`webhook`], [`telegram`]) and implements
+//! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`]) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
@@ -11,12 +11,14 @@
 
 mod build_error;
 mod http_client;
+pub mod ntfy;
 pub mod registry;
 pub mod telegram;
 pub mod webhook;
 
 pub use build_error::BuildError;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
+pub use ntfy::Ntfy;
 pub use registry::build;
 pub use telegram::Telegram;
 pub use webhook::Webhook;

@@ -30,5 +30,10 @@ pub fn build(
             clients,
             settings.concurrency,
         )?)),
+        DestinationKindSettings::Ntfy(ntfy) => Ok(Arc::new(crate::Ntfy::new(
+            ntfy,
+            clients,
+            settings.concurrency,
+        )?)),
     }
 }

@@ -257,3 +257,48 @@ destinations:
         "{text}"
     );
 }
+
+#[test]
+fn ntfy_destinations_validate_and_name_their_problems() {
+    let yaml = r#"
+destinations:
+  - id: os
+    kind: ntfy
+    url: https://ntfy.example.org/
+    topic: service-orders
+    title: "Order {{ data.id }}"
+    priority: high
+    tags: [wrench]
+    click: "https://erp.example/os/{{ data.id }}"
+    token: tk_abc
+"#;
+    let cfg = load_str(yaml, "n.yaml", &Env).unwrap();
+    let estafeta_config::DestinationKindSettings::Ntfy(n) = &cfg.destinations[0].kind else {
+        panic!("not an ntfy destination");
+    };
+    assert_eq!(n.server, "https://ntfy.example.org");
+    assert_eq!(n.priority, 4);
+    assert!(matches!(
+        n.auth,
+        estafeta_config::ntfy_destination::NtfyAuth::Token(_)
+    ));
+
+    let bad = "destinations:\n  - id: os\n    kind: ntfy\n    topic: \"service orders\"\n    priority: 9\n    title: \"{{ data.id \"\n    username: ana\n";
+    let text = load_str(bad, "n.yaml", &Env).unwrap_err().to_string();
+    assert!(
+        text.contains("destinations[0].topic: a topic is 1 to 64"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[0].priority: a priority is 1 to 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[0].title: template does not compile"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[0].username: basic authentication needs both"),
+        "{text}"
+    );
+}
