@@ -153,8 +153,17 @@ fn unknown_kinds_and_postgres_storage_are_explained() {
 fn examples_in_the_repository_validate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut seen = 0;
+    // Examples are files in `examples/` or in a folder of their own there.
+    let mut paths = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            paths.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            paths.push(path);
+        }
+    }
+    for path in paths {
         if path.extension().is_some_and(|e| e == "yaml") {
             struct Any;
             impl Lookup for Any {
