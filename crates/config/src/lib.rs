@@ -4,6 +4,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod chat_destination;
 pub mod duration;
 pub mod model;
 pub mod mysql_source;

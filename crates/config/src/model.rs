@@ -255,6 +255,14 @@ pub enum DestinationKind {
     Telegram(crate::telegram_destination::TelegramConfig),
     /// Push notifications through an ntfy server.
     Ntfy(Box<crate::ntfy_destination::NtfyConfig>),
+    /// A Slack channel's incoming webhook.
+    Slack(crate::chat_destination::ChatConfig),
+    /// A Microsoft Teams channel's incoming webhook (Workflows or connector).
+    Teams(crate::chat_destination::ChatConfig),
+    /// A Discord channel's webhook.
+    Discord(crate::chat_destination::ChatConfig),
+    /// A Google Chat space's incoming webhook.
+    GoogleChat(crate::chat_destination::ChatConfig),
 }
 
 /// `kind: webhook`.

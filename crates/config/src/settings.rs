@@ -72,6 +72,8 @@ pub enum DestinationKindSettings {
     Telegram(Box<crate::telegram_destination::TelegramSettings>),
     /// An ntfy topic.
     Ntfy(Box<crate::ntfy_destination::NtfySettings>),
+    /// A chat channel's incoming webhook (Slack, Teams, Discord, Google Chat).
+    Chat(Box<crate::chat_destination::ChatSettings>),
 }
 
 impl DestinationKindSettings {
@@ -81,6 +83,7 @@ impl DestinationKindSettings {
         match self {
             Self::Webhook(_) | Self::Ntfy(_) => estafeta_core::template::Escape::None,
             Self::Telegram(t) => t.parse_mode.escape(),
+            Self::Chat(c) => c.service.escape(),
         }
     }
 }

@@ -398,6 +398,20 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                 crate::telegram_destination::validate(&mut cx, &p, &d.id.value, t)
                     .map(|s| DestinationKindSettings::Telegram(Box::new(s)))
             }
+            DestinationKind::Slack(c)
+            | DestinationKind::Teams(c)
+            | DestinationKind::Discord(c)
+            | DestinationKind::GoogleChat(c) => {
+                use crate::chat_destination::ChatService;
+                let service = match &d.kind {
+                    DestinationKind::Slack(_) => ChatService::Slack,
+                    DestinationKind::Teams(_) => ChatService::Teams,
+                    DestinationKind::Discord(_) => ChatService::Discord,
+                    _ => ChatService::GoogleChat,
+                };
+                crate::chat_destination::validate(&mut cx, &p, &d.id.value, service, c)
+                    .map(|s| DestinationKindSettings::Chat(Box::new(s)))
+            }
             DestinationKind::Ntfy(n) => {
                 crate::ntfy_destination::validate(&mut cx, &p, &d.id.value, n)
                     .map(|s| DestinationKindSettings::Ntfy(Box::new(s)))

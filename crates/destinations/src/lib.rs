@@ -1,6 +1,7 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
-//! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`]) and implements
+//! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`], [`chat`] for
+//! Slack, Teams, Discord and Google Chat) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
@@ -10,6 +11,7 @@
 //! a destination's.
 
 mod build_error;
+pub mod chat;
 mod http_client;
 pub mod ntfy;
 pub mod registry;
@@ -17,6 +19,7 @@ pub mod telegram;
 pub mod webhook;
 
 pub use build_error::BuildError;
+pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
 pub use ntfy::Ntfy;
 pub use registry::build;

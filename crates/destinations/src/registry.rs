@@ -30,6 +30,11 @@ pub fn build(
             clients,
             settings.concurrency,
         )?)),
+        DestinationKindSettings::Chat(chat) => Ok(Arc::new(crate::Chat::new(
+            chat,
+            clients,
+            settings.concurrency,
+        )?)),
         DestinationKindSettings::Ntfy(ntfy) => Ok(Arc::new(crate::Ntfy::new(
             ntfy,
             clients,

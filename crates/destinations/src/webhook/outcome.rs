@@ -18,7 +18,7 @@ pub const EXCERPT_LIMIT: usize = 512;
 /// connection is dropped instead.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// Reads the answer's excerpt and classifies it.
+/// Reads the answer's excerpt and classifies it (webhooks and chat incoming webhooks).
 pub(crate) async fn classify_response(
     mut resp: reqwest::Response,
     host: &str,
