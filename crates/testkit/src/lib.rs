@@ -1,9 +1,14 @@
 //! Local peers for Estafeta's tests: a webhook receiver that records requests, verifies
-//! Standard Webhooks signatures and answers as scripted; a throw-away PostgreSQL database
-//! per test.
+//! Standard Webhooks signatures and answers as scripted; fake Telegram Bot API and ntfy
+//! servers that check requests like the real services, answer their errors and rate limits
+//! and record what they accept; a throw-away PostgreSQL database per test.
 
+pub mod ntfy;
 pub mod postgres;
 mod signature;
+pub mod telegram;
 mod webhook_receiver;
 
+pub use ntfy::{FakeNtfy, NtfyBuilder, NtfyMessage, NtfyRequest};
+pub use telegram::{FakeTelegram, TelegramMessage, TelegramRequest};
 pub use webhook_receiver::{Arrival, ReceivedRequest, ReceiverBuilder, WebhookReceiver};

@@ -235,6 +235,96 @@ async fn outbox_webhook_example_marks_rows_after_delivery() {
     assert!(error.contains("400"), "{error}");
 }
 
+/// `examples/service-orders` on its SQL: opening an urgent order and changing another's
+/// status reach the technicians' ntfy topic with the right title, priority and tags, and the
+/// outbox rows are marked PROCESSED after ntfy accepted them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_orders_example_notifies_technicians_and_marks_rows() {
+    let db = estafeta_testkit::postgres::TestDb::create();
+    db.sql(&example("service-orders/schema.sql"));
+    let ntfy = estafeta_testkit::ntfy::FakeNtfy::start_with_auth(estafeta_testkit::ntfy::Auth {
+        tokens: vec!["tk_fieldservice".into()],
+        users: vec![],
+        protect_all: true,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = example("service-orders/estafeta.yaml")
+        .replace(
+            "allow_private_networks: false",
+            "allow_private_networks: true",
+        )
+        .replace(
+            "postgres://estafeta:${secret:fieldservice_db_password}@localhost:5432/fieldservice",
+            &db.url(),
+        );
+    let s = start_example(
+        dir.path(),
+        &config,
+        &[
+            ("NTFY_URL", ntfy.base_url().as_str()),
+            ("ESTAFETA_SECRET_NTFY_TOKEN", "tk_fieldservice"),
+        ],
+    )
+    .await;
+    s.wait_json("/v1/sources/service-orders", Duration::from_secs(60), |v| {
+        v["state"] == "running"
+    })
+    .await;
+    db.sql(
+        "INSERT INTO service_orders (customer, site, description, urgent) \
+         VALUES ('ACME', 'Portaria 2', 'Catraca não libera saída', true); \
+         INSERT INTO service_orders (customer, site, description) \
+         VALUES ('Beta', 'Loja 5', 'Trocar leitor biométrico'); \
+         UPDATE service_orders SET status = 'in_progress' WHERE customer = 'Beta'; \
+         UPDATE service_orders SET description = 'no status change' WHERE customer = 'Beta'",
+    );
+    assert!(ntfy.wait_for_messages(3, Duration::from_secs(30)).await);
+    let mut got = ntfy.messages();
+    got.sort_by(|a, b| a.title.cmp(&b.title));
+    let summary: Vec<(Option<String>, Option<u8>, Vec<String>)> = got
+        .iter()
+        .map(|m| (m.title.clone(), m.priority, m.tags.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                Some("Order 2: in_progress".into()),
+                Some(3),
+                vec!["wrench".into()]
+            ),
+            (Some("Order 2: open".into()), Some(3), vec!["wrench".into()]),
+            (
+                Some("URGENT order 1: open".into()),
+                Some(5),
+                vec!["rotating_light".into(), "wrench".into()]
+            ),
+        ]
+    );
+    let urgent = &got[2];
+    assert_eq!(
+        urgent.message,
+        "ACME — Portaria 2: Catraca não libera saída"
+    );
+    assert_eq!(urgent.topic, "field-service-orders");
+    assert_eq!(
+        urgent.click.as_deref(),
+        Some("https://erp.example.org/service-orders/1")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.sql("SELECT count(*) FROM notification_outbox WHERE status = 'PROCESSED'") != "3" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows not marked: {}",
+            db.sql("SELECT string_agg(status, ',') FROM notification_outbox")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A description edit without a status change wrote no outbox row.
+    assert_eq!(db.sql("SELECT count(*) FROM notification_outbox"), "3");
+}
+
 /// The database bench scenarios run end to end on a small load (the figures come from
 /// release builds, see docs/performance.md).
 #[tokio::test]

@@ -12,5 +12,6 @@ mod cdc;
 mod delivery;
 mod examples;
 mod ingest;
+mod notify;
 mod reliability;
 mod server;
