@@ -3,6 +3,7 @@
 //! servers that check requests like the real services, answer their errors and rate limits
 //! and record what they accept; a throw-away PostgreSQL database per test.
 
+mod local;
 pub mod ntfy;
 pub mod postgres;
 mod signature;

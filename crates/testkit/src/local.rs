@@ -1,0 +1,36 @@
+//! Serving a local peer: an axum app on `127.0.0.1:<free port>`, small writes sent at once.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::task::JoinHandle;
+
+/// Binds 127.0.0.1 on a free port and serves `app` until the task is aborted. With
+/// `peer_addr`, handlers can extract the client's address (`ConnectInfo<SocketAddr>`).
+///
+/// # Panics
+/// When no local port can be bound.
+pub(crate) async fn serve(app: Router, peer_addr: bool) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("local address of a bound listener");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = tokio::spawn(async move {
+        let _ = if peer_addr {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        } else {
+            axum::serve(listener, app).await
+        };
+    });
+    (addr, server)
+}
