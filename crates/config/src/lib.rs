@@ -12,6 +12,7 @@ pub mod ntfy_destination;
 pub mod outbox_source;
 pub mod postgres_source;
 pub mod settings;
+pub mod smtp_destination;
 pub mod telegram_destination;
 pub mod text;
 

@@ -263,6 +263,8 @@ pub enum DestinationKind {
     Discord(crate::chat_destination::ChatConfig),
     /// A Google Chat space's incoming webhook.
     GoogleChat(crate::chat_destination::ChatConfig),
+    /// E-mail through an SMTP server.
+    Smtp(Box<crate::smtp_destination::SmtpConfig>),
 }
 
 /// `kind: webhook`.

@@ -74,6 +74,8 @@ pub enum DestinationKindSettings {
     Ntfy(Box<crate::ntfy_destination::NtfySettings>),
     /// A chat channel's incoming webhook (Slack, Teams, Discord, Google Chat).
     Chat(Box<crate::chat_destination::ChatSettings>),
+    /// E-mail through an SMTP server.
+    Smtp(Box<crate::smtp_destination::SmtpSettings>),
 }
 
 impl DestinationKindSettings {
@@ -84,6 +86,8 @@ impl DestinationKindSettings {
             Self::Webhook(_) | Self::Ntfy(_) => estafeta_core::template::Escape::None,
             Self::Telegram(t) => t.parse_mode.escape(),
             Self::Chat(c) => c.service.escape(),
+            Self::Smtp(s) if s.html => estafeta_core::template::Escape::Html,
+            Self::Smtp(_) => estafeta_core::template::Escape::None,
         }
     }
 }

@@ -416,6 +416,10 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                 crate::ntfy_destination::validate(&mut cx, &p, &d.id.value, n)
                     .map(|s| DestinationKindSettings::Ntfy(Box::new(s)))
             }
+            DestinationKind::Smtp(m) => {
+                crate::smtp_destination::validate(&mut cx, &p, &d.id.value, m)
+                    .map(|s| DestinationKindSettings::Smtp(Box::new(s)))
+            }
         };
         if let Some(kind) = kind {
             destinations.push(DestinationSettings {

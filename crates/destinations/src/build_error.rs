@@ -73,6 +73,30 @@ pub enum BuildError {
         /// What is wrong, without secrets.
         message: String,
     },
+    /// A configured e-mail address that the mail library does not take.
+    #[error("destination `{id}`: `{field}`: `{address}` is not a valid e-mail address")]
+    InvalidAddress {
+        /// Destination id.
+        id: String,
+        /// The field, e.g. `to[1]`.
+        field: String,
+        /// The address as configured.
+        address: String,
+        /// The library's reason.
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    /// The TLS settings for an SMTP server could not be prepared (e.g. no certificate roots).
+    #[error("destination `{id}`: TLS for the SMTP server `{host}` cannot be set up")]
+    SmtpTls {
+        /// Destination id.
+        id: String,
+        /// The server's host.
+        host: String,
+        /// The library's error.
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("destination `{id}`: the HTTP client cannot be built")]
     HttpClient {

@@ -14,26 +14,21 @@
 //! Texts over the service's limit are cut with `…`. The URL is a credential: errors and logs
 //! name its host only.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use estafeta_config::chat_destination::{ChatService, ChatSettings};
 use estafeta_core::{Destination, OutboundMessage, SendError, SendOk};
 use serde_json::{Value, json};
 
 use crate::build_error::BuildError;
-use crate::http_client::{ClientOptions, HttpClients};
-use crate::webhook::outcome::{classify_response, classify_transport, refused};
-use crate::webhook::ssrf::{SsrfError, refused_literal};
+use crate::http_client::{ClientOptions, Endpoint, HttpClients};
+use crate::webhook::outcome::classify_response;
 
 /// A chat channel's incoming webhook.
 pub struct Chat {
     id: String,
     service: ChatService,
-    client: reqwest::Client,
-    url: reqwest::Url,
-    host: String,
-    refused: Option<SsrfError>,
-    timeout: Duration,
+    endpoint: Endpoint,
 }
 
 impl std::fmt::Debug for Chat {
@@ -41,7 +36,7 @@ impl std::fmt::Debug for Chat {
         f.debug_struct("Chat")
             .field("id", &self.id)
             .field("service", &self.service)
-            .field("host", &self.host)
+            .field("host", &self.endpoint.host)
             .finish_non_exhaustive()
     }
 }
@@ -56,47 +51,20 @@ impl Chat {
         clients: &HttpClients,
         concurrency: usize,
     ) -> Result<Self, BuildError> {
-        let id = settings.id.clone();
-        let url = reqwest::Url::parse(settings.url.expose()).map_err(|source| {
-            BuildError::InvalidUrl {
-                id: id.clone(),
-                source,
-            }
-        })?;
-        let host = match (url.scheme(), url.host()) {
-            ("http" | "https", Some(host)) => host,
-            _ => {
-                return Err(BuildError::UnsupportedUrl {
-                    id,
-                    scheme: url.scheme().to_owned(),
-                });
-            }
-        };
-        let refused = (!settings.allow_private_networks)
-            .then(|| refused_literal(&host))
-            .flatten();
-        let host = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let client = clients
-            .client(ClientOptions {
+        let endpoint = Endpoint::new(
+            &settings.id,
+            settings.url.expose(),
+            clients,
+            ClientOptions {
                 timeout: settings.timeout,
                 max_idle_per_host: concurrency,
                 allow_private_networks: settings.allow_private_networks,
-            })
-            .map_err(|source| BuildError::HttpClient {
-                id: id.clone(),
-                source,
-            })?;
+            },
+        )?;
         Ok(Self {
-            id,
+            id: settings.id.clone(),
             service: settings.service,
-            client,
-            url,
-            host,
-            refused,
-            timeout: settings.timeout,
+            endpoint,
         })
     }
 }
@@ -170,9 +138,7 @@ impl Destination for Chat {
     }
 
     async fn send(&self, msg: &OutboundMessage) -> Result<SendOk, SendError> {
-        if let Some(ssrf) = &self.refused {
-            return Err(refused(ssrf.clone()));
-        }
+        self.endpoint.check()?;
         let text = text(msg, self.service);
         if text.trim().is_empty() {
             return Err(SendError::final_error(
@@ -180,23 +146,24 @@ impl Destination for Chat {
             ));
         }
         let started = Instant::now();
-        let result = match self
+        let ep = &self.endpoint;
+        let result = match ep
             .client
-            .post(self.url.clone())
+            .post(ep.url.clone())
             .json(&body(self.service, &text))
             .send()
             .await
         {
-            Ok(resp) => classify_response(resp, &self.host).await,
-            Err(err) => Err(classify_transport(err, &self.host, self.timeout)),
+            Ok(resp) => classify_response(resp, &ep.host).await,
+            Err(err) => Err(ep.transport_error(err)),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(_) => {
-                tracing::debug!(dest_id = %self.id, kind = self.service.kind(), host = %self.host, elapsed_ms, "chat message sent")
+                tracing::debug!(dest_id = %self.id, kind = self.service.kind(), host = %ep.host, elapsed_ms, "chat message sent")
             }
             Err(err) => {
-                tracing::debug!(dest_id = %self.id, kind = self.service.kind(), host = %self.host,
+                tracing::debug!(dest_id = %self.id, kind = self.service.kind(), host = %ep.host,
                 status = ?err.status_code, retryable = err.is_retryable(), elapsed_ms, error = %err, "chat message failed")
             }
         }

@@ -78,3 +78,73 @@ impl HttpClients {
         builder.build()
     }
 }
+
+/// Where an HTTP destination sends: its URL (which may carry a credential and is never
+/// shown), the `host[:port]` that messages name instead, the pooled client, and the SSRF
+/// guard's verdict on an IP-literal host.
+pub(crate) struct Endpoint {
+    pub(crate) client: reqwest::Client,
+    pub(crate) url: reqwest::Url,
+    pub(crate) host: String,
+    /// Set when the host is a private IP literal and private networks are not allowed.
+    refused: Option<crate::webhook::ssrf::SsrfError>,
+    pub(crate) timeout: Duration,
+}
+
+impl Endpoint {
+    /// Parses `url` (http or https with a host) and builds its client.
+    pub(crate) fn new(
+        id: &str,
+        url: &str,
+        clients: &HttpClients,
+        opts: ClientOptions,
+    ) -> Result<Self, crate::BuildError> {
+        use crate::BuildError;
+        let url = reqwest::Url::parse(url).map_err(|source| BuildError::InvalidUrl {
+            id: id.to_owned(),
+            source,
+        })?;
+        let host = match (url.scheme(), url.host()) {
+            ("http" | "https", Some(host)) => host,
+            _ => {
+                return Err(BuildError::UnsupportedUrl {
+                    id: id.to_owned(),
+                    scheme: url.scheme().to_owned(),
+                });
+            }
+        };
+        let refused = (!opts.allow_private_networks)
+            .then(|| crate::webhook::ssrf::refused_literal(&host))
+            .flatten();
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let client = clients
+            .client(opts)
+            .map_err(|source| BuildError::HttpClient {
+                id: id.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            url,
+            host,
+            refused,
+            timeout: opts.timeout,
+        })
+    }
+
+    /// The final error to answer instead of sending, when the SSRF guard refused the host.
+    pub(crate) fn check(&self) -> Result<(), estafeta_core::SendError> {
+        match &self.refused {
+            Some(ssrf) => Err(crate::webhook::outcome::refused(ssrf.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A failure without an answer, classified (the URL is stripped).
+    pub(crate) fn transport_error(&self, err: reqwest::Error) -> estafeta_core::SendError {
+        crate::webhook::outcome::classify_transport(err, &self.host, self.timeout)
+    }
+}

@@ -1,7 +1,7 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
 //! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`], [`chat`] for
-//! Slack, Teams, Discord and Google Chat) and implements
+//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
@@ -15,6 +15,7 @@ pub mod chat;
 mod http_client;
 pub mod ntfy;
 pub mod registry;
+pub mod smtp;
 pub mod telegram;
 pub mod webhook;
 
@@ -23,5 +24,6 @@ pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
 pub use ntfy::Ntfy;
 pub use registry::build;
+pub use smtp::Smtp;
 pub use telegram::Telegram;
 pub use webhook::Webhook;

@@ -21,16 +21,14 @@ use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use crate::build_error::BuildError;
-use crate::http_client::{ClientOptions, HttpClients};
-use crate::webhook::outcome::{classify_transport, excerpt_text, parse_retry_after, refused};
-use crate::webhook::ssrf::{SsrfError, refused_literal};
+use crate::http_client::{ClientOptions, Endpoint, HttpClients};
+use crate::webhook::outcome::{excerpt_text, parse_retry_after};
 
 /// An ntfy topic.
 pub struct Ntfy {
     id: String,
-    client: reqwest::Client,
-    server: reqwest::Url,
-    host: String,
+    /// The server's root, where JSON publishes go.
+    endpoint: Endpoint,
     topic: String,
     priority: u8,
     tags: Vec<String>,
@@ -39,15 +37,13 @@ pub struct Ntfy {
     has_title: bool,
     has_click: bool,
     authorization: Option<HeaderValue>,
-    refused: Option<SsrfError>,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for Ntfy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ntfy")
             .field("id", &self.id)
-            .field("host", &self.host)
+            .field("host", &self.endpoint.host)
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
@@ -65,27 +61,16 @@ impl Ntfy {
         concurrency: usize,
     ) -> Result<Self, BuildError> {
         let id = settings.id.clone();
-        let server = reqwest::Url::parse(&format!("{}/", settings.server.trim_end_matches('/')))
-            .map_err(|source| BuildError::InvalidUrl {
-                id: id.clone(),
-                source,
-            })?;
-        let host = match (server.scheme(), server.host()) {
-            ("http" | "https", Some(host)) => host,
-            _ => {
-                return Err(BuildError::UnsupportedUrl {
-                    id,
-                    scheme: server.scheme().to_owned(),
-                });
-            }
-        };
-        let refused = (!settings.allow_private_networks)
-            .then(|| refused_literal(&host))
-            .flatten();
-        let host = match server.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
+        let endpoint = Endpoint::new(
+            &id,
+            &format!("{}/", settings.server.trim_end_matches('/')),
+            clients,
+            ClientOptions {
+                timeout: settings.timeout,
+                max_idle_per_host: concurrency,
+                allow_private_networks: settings.allow_private_networks,
+            },
+        )?;
         let (title_name, click_name) = template_names(&id);
         let mut templates = TemplateSet::new();
         for (name, src) in [
@@ -123,31 +108,17 @@ impl Ntfy {
                 })
         })
         .transpose()?;
-        let client = clients
-            .client(ClientOptions {
-                timeout: settings.timeout,
-                max_idle_per_host: concurrency,
-                allow_private_networks: settings.allow_private_networks,
-            })
-            .map_err(|source| BuildError::HttpClient {
-                id: id.clone(),
-                source,
-            })?;
         Ok(Self {
             has_title: settings.title.is_some(),
             has_click: settings.click.is_some(),
             id,
-            client,
-            server,
-            host,
+            endpoint,
             topic: settings.topic.clone(),
             priority: settings.priority,
             tags: settings.tags.clone(),
             markdown: settings.markdown,
             templates,
             authorization,
-            refused,
-            timeout: settings.timeout,
         })
     }
 
@@ -214,11 +185,10 @@ impl Destination for Ntfy {
     }
 
     async fn send(&self, msg: &OutboundMessage) -> Result<SendOk, SendError> {
-        if let Some(ssrf) = &self.refused {
-            return Err(refused(ssrf.clone()));
-        }
+        self.endpoint.check()?;
         let body = self.request(msg)?;
-        let mut req = self.client.post(self.server.clone()).json(&body);
+        let ep = &self.endpoint;
+        let mut req = ep.client.post(ep.url.clone()).json(&body);
         if let Some(auth) = &self.authorization {
             req = req.header(AUTHORIZATION, auth.clone());
         }
@@ -232,17 +202,17 @@ impl Destination for Ntfy {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let bytes = resp.bytes().await.unwrap_or_default();
-                classify(status, retry_after, &bytes, &self.host)
+                classify(status, retry_after, &bytes, &ep.host)
             }
-            Err(err) => Err(classify_transport(err, &self.host, self.timeout)),
+            Err(err) => Err(ep.transport_error(err)),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(_) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, elapsed_ms, "ntfy notification published")
+                tracing::debug!(dest_id = %self.id, host = %ep.host, elapsed_ms, "ntfy notification published")
             }
             Err(err) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, status = ?err.status_code,
+                tracing::debug!(dest_id = %self.id, host = %ep.host, status = ?err.status_code,
                 retryable = err.is_retryable(), elapsed_ms, error = %err, "ntfy notification failed")
             }
         }

@@ -40,5 +40,8 @@ pub fn build(
             clients,
             settings.concurrency,
         )?)),
+        DestinationKindSettings::Smtp(smtp) => {
+            Ok(Arc::new(crate::Smtp::new(smtp, settings.concurrency)?))
+        }
     }
 }

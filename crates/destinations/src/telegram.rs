@@ -21,9 +21,8 @@ use estafeta_core::{Destination, OutboundMessage, SendError, SendErrorKind, Send
 use serde_json::{Value, json};
 
 use crate::build_error::BuildError;
-use crate::http_client::{ClientOptions, HttpClients};
-use crate::webhook::outcome::{classify_transport, excerpt_text, refused};
-use crate::webhook::ssrf::{SsrfError, refused_literal};
+use crate::http_client::{ClientOptions, Endpoint, HttpClients};
+use crate::webhook::outcome::excerpt_text;
 
 /// Telegram's limit on a message's text, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -31,25 +30,20 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 /// A Telegram chat reached through the Bot API.
 pub struct Telegram {
     id: String,
-    client: reqwest::Client,
-    /// `…/bot<token>/sendMessage`: holds the token, never shown.
-    endpoint: reqwest::Url,
-    /// `host[:port]` of the API, for messages.
-    host: String,
+    /// `…/bot<token>/sendMessage`: the URL holds the token, never shown.
+    endpoint: Endpoint,
     chat_id: Value,
     parse_mode: ParseMode,
     disable_notification: bool,
     message_thread_id: Option<i64>,
     long_messages: LongMessages,
-    refused: Option<SsrfError>,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for Telegram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telegram")
             .field("id", &self.id)
-            .field("host", &self.host)
+            .field("host", &self.endpoint.host)
             .field("parse_mode", &self.parse_mode)
             .finish_non_exhaustive()
     }
@@ -65,58 +59,32 @@ impl Telegram {
         clients: &HttpClients,
         concurrency: usize,
     ) -> Result<Self, BuildError> {
-        let id = settings.id.clone();
-        let endpoint = reqwest::Url::parse(&format!(
-            "{}/bot{}/sendMessage",
-            settings.api_url.trim_end_matches('/'),
-            settings.token.expose()
-        ))
-        .map_err(|source| BuildError::InvalidUrl {
-            id: id.clone(),
-            source,
-        })?;
-        let host = match (endpoint.scheme(), endpoint.host()) {
-            ("http" | "https", Some(host)) => host,
-            _ => {
-                return Err(BuildError::UnsupportedUrl {
-                    id,
-                    scheme: endpoint.scheme().to_owned(),
-                });
-            }
-        };
-        let refused = (!settings.allow_private_networks)
-            .then(|| refused_literal(&host))
-            .flatten();
-        let host = match endpoint.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let client = clients
-            .client(ClientOptions {
+        let endpoint = Endpoint::new(
+            &settings.id,
+            &format!(
+                "{}/bot{}/sendMessage",
+                settings.api_url.trim_end_matches('/'),
+                settings.token.expose()
+            ),
+            clients,
+            ClientOptions {
                 timeout: settings.timeout,
                 max_idle_per_host: concurrency,
                 allow_private_networks: settings.allow_private_networks,
-            })
-            .map_err(|source| BuildError::HttpClient {
-                id: id.clone(),
-                source,
-            })?;
+            },
+        )?;
         let chat_id = settings
             .chat_id
             .parse::<i64>()
             .map_or_else(|_| Value::from(settings.chat_id.clone()), Value::from);
         Ok(Self {
-            id,
-            client,
+            id: settings.id.clone(),
             endpoint,
-            host,
             chat_id,
             parse_mode: settings.parse_mode,
             disable_notification: settings.disable_notification,
             message_thread_id: settings.message_thread_id,
             long_messages: settings.long_messages,
-            refused,
-            timeout: settings.timeout,
         })
     }
 
@@ -143,31 +111,22 @@ impl Telegram {
             body["message_thread_id"] = Value::from(thread);
         }
         let started = Instant::now();
-        let result = match self
-            .client
-            .post(self.endpoint.clone())
-            .json(&body)
-            .send()
-            .await
-        {
+        let ep = &self.endpoint;
+        let result = match ep.client.post(ep.url.clone()).json(&body).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let bytes = resp.bytes().await.unwrap_or_default();
-                classify(status, &bytes, &self.host)
+                classify(status, &bytes, &ep.host)
             }
-            Err(err) => Err(classify_transport(
-                err.without_url(),
-                &self.host,
-                self.timeout,
-            )),
+            Err(err) => Err(ep.transport_error(err)),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(_) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, elapsed_ms, "telegram message sent")
+                tracing::debug!(dest_id = %self.id, host = %ep.host, elapsed_ms, "telegram message sent")
             }
             Err(err) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, status = ?err.status_code,
+                tracing::debug!(dest_id = %self.id, host = %ep.host, status = ?err.status_code,
                 retryable = err.is_retryable(), elapsed_ms, error = %err, "telegram message failed")
             }
         }
@@ -186,9 +145,7 @@ impl Destination for Telegram {
     }
 
     async fn send(&self, msg: &OutboundMessage) -> Result<SendOk, SendError> {
-        if let Some(ssrf) = &self.refused {
-            return Err(refused(ssrf.clone()));
-        }
+        self.endpoint.check()?;
         let text = self.text(msg);
         if text.trim().is_empty() {
             return Err(SendError::final_error(

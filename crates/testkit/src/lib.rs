@@ -1,12 +1,15 @@
 //! Local peers for Estafeta's tests: a webhook receiver that records requests, verifies
 //! Standard Webhooks signatures and answers as scripted; fake Telegram Bot API and ntfy
 //! servers that check requests like the real services, answer their errors and rate limits
-//! and record what they accept; a throw-away PostgreSQL database per test.
+//! and record what they accept; an SMTP server that authenticates, answers scripted
+//! refusals and records (and parses) the messages it takes; a throw-away PostgreSQL
+//! database per test.
 
 mod local;
 pub mod ntfy;
 pub mod postgres;
 mod signature;
+pub mod smtp;
 pub mod telegram;
 mod webhook_receiver;
 

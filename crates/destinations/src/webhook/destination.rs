@@ -9,11 +9,10 @@ use estafeta_config::WebhookSettings;
 use estafeta_core::{Destination, OutboundMessage, SendError, SendOk};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
-use super::outcome::{classify_response, classify_transport, refused};
+use super::outcome::classify_response;
 use super::signing::{decode_secret, sign};
-use super::ssrf::{SsrfError, refused_literal};
 use crate::build_error::BuildError;
-use crate::http_client::{ClientOptions, HttpClients};
+use crate::http_client::{ClientOptions, Endpoint, HttpClients};
 
 /// The content type of a batch request.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -41,16 +40,10 @@ use estafeta_config::RESERVED_WEBHOOK_HEADERS as RESERVED_HEADERS;
 /// mode is a batch of one, so the receiver always sees arrays.
 pub struct Webhook {
     id: String,
-    client: reqwest::Client,
-    /// May carry a token in its query: never shown.
-    url: reqwest::Url,
-    /// `host[:port]`, what messages name instead of the URL.
-    host: String,
+    /// The URL may carry a token in its query: never shown.
+    endpoint: Endpoint,
     key: Option<Vec<u8>>,
     headers: HeaderMap,
-    /// Set when the URL's host is a private IP literal and private networks are not allowed.
-    refused: Option<SsrfError>,
-    timeout: Duration,
     batch: Option<(usize, Duration)>,
 }
 
@@ -58,9 +51,9 @@ impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
             .field("id", &self.id)
-            .field("host", &self.host)
+            .field("host", &self.endpoint.host)
             .field("signed", &self.key.is_some())
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.endpoint.timeout)
             .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
@@ -78,28 +71,16 @@ impl Webhook {
         concurrency: usize,
     ) -> Result<Self, BuildError> {
         let id = settings.id.clone();
-        let url = reqwest::Url::parse(settings.url.expose()).map_err(|source| {
-            BuildError::InvalidUrl {
-                id: id.clone(),
-                source,
-            }
-        })?;
-        let host = match (url.scheme(), url.host()) {
-            ("http" | "https", Some(host)) => host,
-            _ => {
-                return Err(BuildError::UnsupportedUrl {
-                    id,
-                    scheme: url.scheme().to_owned(),
-                });
-            }
-        };
-        let refused = (!settings.allow_private_networks)
-            .then(|| refused_literal(&host))
-            .flatten();
-        let host = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
+        let endpoint = Endpoint::new(
+            &id,
+            settings.url.expose(),
+            clients,
+            ClientOptions {
+                timeout: settings.timeout,
+                max_idle_per_host: concurrency,
+                allow_private_networks: settings.allow_private_networks,
+            },
+        )?;
         let key = settings
             .signing_key
             .as_ref()
@@ -110,25 +91,11 @@ impl Webhook {
                 source,
             })?;
         let headers = build_headers(&id, settings, clients.user_agent())?;
-        let client = clients
-            .client(ClientOptions {
-                timeout: settings.timeout,
-                max_idle_per_host: concurrency,
-                allow_private_networks: settings.allow_private_networks,
-            })
-            .map_err(|source| BuildError::HttpClient {
-                id: id.clone(),
-                source,
-            })?;
         Ok(Self {
             id,
-            client,
-            url,
-            host,
+            endpoint,
             key,
             headers,
-            refused,
-            timeout: settings.timeout,
             batch: settings.batch,
         })
     }
@@ -136,7 +103,7 @@ impl Webhook {
     /// The endpoint's `host[:port]` (the URL itself may hold a secret).
     #[must_use]
     pub fn host(&self) -> &str {
-        &self.host
+        &self.endpoint.host
     }
 
     async fn post(
@@ -146,9 +113,7 @@ impl Webhook {
         content_type: HeaderValue,
         body: Bytes,
     ) -> Result<SendOk, SendError> {
-        if let Some(ssrf) = &self.refused {
-            return Err(refused(ssrf.clone()));
-        }
+        self.endpoint.check()?;
         let timestamp = unix_now();
         let mut headers = self.headers.clone();
         headers.insert(CONTENT_TYPE, content_type);
@@ -168,23 +133,24 @@ impl Webhook {
         }
         let started = Instant::now();
         let result = match self
+            .endpoint
             .client
-            .post(self.url.clone())
+            .post(self.endpoint.url.clone())
             .headers(headers)
             .body(body)
             .send()
             .await
         {
-            Ok(resp) => classify_response(resp, &self.host).await,
-            Err(err) => Err(classify_transport(err, &self.host, self.timeout)),
+            Ok(resp) => classify_response(resp, &self.endpoint.host).await,
+            Err(err) => Err(self.endpoint.transport_error(err)),
         };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(ok) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, status = ?ok.status_code, elapsed_ms, "webhook delivered")
+                tracing::debug!(dest_id = %self.id, host = %self.endpoint.host, status = ?ok.status_code, elapsed_ms, "webhook delivered")
             }
             Err(err) => {
-                tracing::debug!(dest_id = %self.id, host = %self.host, status = ?err.status_code, retryable = err.is_retryable(), elapsed_ms, error = %err, "webhook failed")
+                tracing::debug!(dest_id = %self.id, host = %self.endpoint.host, status = ?err.status_code, retryable = err.is_retryable(), elapsed_ms, error = %err, "webhook failed")
             }
         }
         result

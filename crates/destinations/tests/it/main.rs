@@ -1,5 +1,6 @@
-//! Integration tests of the destinations against the local webhook receiver.
+//! Integration tests of the destinations against the local webhook receiver and SMTP server.
 
 #![allow(clippy::unwrap_used)]
 
+mod smtp;
 mod webhook;

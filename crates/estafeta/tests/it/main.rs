@@ -12,6 +12,7 @@ mod cdc;
 mod delivery;
 mod examples;
 mod ingest;
+mod mail;
 mod notify;
 mod reliability;
 mod server;
