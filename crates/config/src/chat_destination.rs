@@ -63,15 +63,11 @@ pub struct ChatConfig {
     /// The channel's incoming-webhook URL. It is a credential: use `${secret:…}`.
     pub url: Text,
     /// Time allowed for one request (default `30s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
     /// Allow a private or loopback address (default false).
     #[serde(default)]
     pub allow_private_networks: bool,
-}
-
-fn default_timeout() -> DurationText {
-    DurationText::from_secs(30)
 }
 
 /// A validated chat destination.

@@ -57,3 +57,8 @@ impl<'de> Deserialize<'de> for DurationText {
         })
     }
 }
+
+/// The default request timeout of the destinations (`30s`).
+pub(crate) fn thirty_seconds() -> DurationText {
+    DurationText::from_secs(30)
+}

@@ -281,7 +281,7 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, Text>,
     /// Time allowed for one request, connect to last byte (default `30s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
     /// Allow private, loopback and link-local addresses (default false: refused).
     #[serde(default)]
@@ -289,10 +289,6 @@ pub struct WebhookConfig {
     /// Send several events per request as a JSON array.
     #[serde(default)]
     pub batch: Option<BatchConfig>,
-}
-
-fn default_timeout() -> DurationText {
-    DurationText::from_secs(30)
 }
 
 /// `batch:` of a webhook.

@@ -47,15 +47,11 @@ pub struct NtfyConfig {
     #[serde(default)]
     pub password: Option<Text>,
     /// Time allowed for one request (default `30s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
     /// Allow a server on a private or loopback address (default false).
     #[serde(default)]
     pub allow_private_networks: bool,
-}
-
-fn default_timeout() -> DurationText {
-    DurationText::from_secs(30)
 }
 
 /// A priority as written: a number or a name.

@@ -69,15 +69,11 @@ pub struct SmtpConfig {
     pub html: bool,
     /// Time allowed for one message: connect, TLS, authentication and transfer (default
     /// `30s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
     /// Allow a server on a private or loopback address (default false).
     #[serde(default)]
     pub allow_private_networks: bool,
-}
-
-fn default_timeout() -> DurationText {
-    DurationText::from_secs(30)
 }
 
 /// How the connection to the server is protected.

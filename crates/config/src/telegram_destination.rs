@@ -41,15 +41,11 @@ pub struct TelegramConfig {
     #[serde(default)]
     pub api_url: Option<Text>,
     /// Time allowed for one request (default `30s`).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
     /// Allow a Bot API server on a private or loopback address (default false).
     #[serde(default)]
     pub allow_private_networks: bool,
-}
-
-fn default_timeout() -> DurationText {
-    DurationText::from_secs(30)
 }
 
 /// Telegram's `parse_mode`.

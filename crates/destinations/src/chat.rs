@@ -117,14 +117,7 @@ fn text(msg: &OutboundMessage, service: ChatService) -> String {
     } else {
         String::from_utf8_lossy(&msg.body).into_owned()
     };
-    let max = service.max_chars();
-    if text.chars().count() <= max {
-        text
-    } else {
-        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    }
+    crate::telegram::truncate(&text, service.max_chars())
 }
 
 #[async_trait::async_trait]

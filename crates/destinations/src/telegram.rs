@@ -300,7 +300,7 @@ fn split(text: &str, max: usize) -> Vec<String> {
 }
 
 /// `text` cut to at most `max` characters, ending with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }
