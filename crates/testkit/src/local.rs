@@ -34,3 +34,22 @@ pub(crate) async fn serve(app: Router, peer_addr: bool) -> (SocketAddr, JoinHand
     });
     (addr, server)
 }
+
+/// Locks a peer's record, even after a panicking test thread poisoned it: one failed
+/// assertion must not hide the record from the others.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until `count` reaches `n`; false when `timeout` passes first.
+pub(crate) async fn wait_for_count(
+    count: &tokio::sync::watch::Sender<usize>,
+    n: usize,
+    timeout: std::time::Duration,
+) -> bool {
+    let mut rx = count.subscribe();
+    matches!(
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
+        Ok(Ok(_))
+    )
+}

@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::local::lock;
 
 /// ntfy's default message size limit, in bytes.
 const DEFAULT_MESSAGE_LIMIT: usize = 4096;
@@ -260,11 +262,6 @@ struct Shared {
     accepted: watch::Sender<usize>,
 }
 
-fn lock(m: &Mutex<Book>) -> MutexGuard<'_, Book> {
-    // A panicking test thread must not hide the record from the others.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// How to start a [`FakeNtfy`].
 #[derive(Debug, Clone)]
 pub struct NtfyBuilder {
@@ -378,11 +375,7 @@ impl FakeNtfy {
 
     /// Waits until at least `n` messages were accepted; false when `timeout` passes first.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.shared.accepted.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        )
+        crate::local::wait_for_count(&self.shared.accepted, n, timeout).await
     }
 
     /// From now on only valid credentials may publish to `topic` (403 otherwise). Without

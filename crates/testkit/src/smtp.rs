@@ -16,11 +16,13 @@ mod session;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::local::lock;
 
 pub use mime::ParsedMail;
 
@@ -76,11 +78,6 @@ struct Shared {
     users: Vec<(String, String)>,
     book: Mutex<Book>,
     accepted: watch::Sender<usize>,
-}
-
-fn lock(m: &Mutex<Book>) -> MutexGuard<'_, Book> {
-    // A panicking test thread must not hide the record from the others.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How to start a [`FakeSmtp`].
@@ -219,11 +216,7 @@ impl FakeSmtp {
 
     /// Waits until at least `n` messages were accepted; false when `timeout` passes first.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.shared.accepted.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        )
+        crate::local::wait_for_count(&self.shared.accepted, n, timeout).await
     }
 
     /// The next `n` transactions (after failures queued earlier) are refused with `code` at

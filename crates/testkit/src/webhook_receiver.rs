@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::local::lock;
 use crate::signature;
 
 /// One request as received (full mode).
@@ -100,11 +101,6 @@ struct Shared {
     bad_signatures: AtomicUsize,
     count: watch::Sender<usize>,
     script: Mutex<Script>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not hide the record from the others.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How to start a [`WebhookReceiver`].
@@ -245,11 +241,7 @@ impl WebhookReceiver {
 
     /// Waits until at least `n` requests arrived; false when `timeout` passes first.
     pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.shared.count.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        )
+        crate::local::wait_for_count(&self.shared.count, n, timeout).await
     }
 
     /// Answers the next `n` requests with this status, headers and body (after replies

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -26,6 +26,8 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::local::lock;
 
 /// The longest text `sendMessage` takes, in characters after entity parsing.
 const MAX_TEXT_CHARS: usize = 4096;
@@ -81,11 +83,6 @@ struct Shared {
     token: String,
     book: Mutex<Book>,
     accepted: watch::Sender<usize>,
-}
-
-fn lock(m: &Mutex<Book>) -> MutexGuard<'_, Book> {
-    // A panicking test thread must not hide the record from the others.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A local Bot API on `127.0.0.1:<free port>` for one bot token. Stops when dropped.
@@ -194,11 +191,7 @@ impl FakeTelegram {
 
     /// Waits until at least `n` messages were accepted; false when `timeout` passes first.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.shared.accepted.subscribe();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await,
-            Ok(Ok(_))
-        )
+        crate::local::wait_for_count(&self.shared.accepted, n, timeout).await
     }
 }
 
