@@ -11,6 +11,7 @@ pub mod mysql_source;
 pub mod ntfy_destination;
 pub mod outbox_source;
 pub mod postgres_source;
+pub mod route_steps;
 pub mod settings;
 pub mod smtp_destination;
 pub mod telegram_destination;

@@ -155,6 +155,9 @@ pub struct RouteConfig {
     /// `none` (default) or `key`: one delivery in flight per event key, in log order.
     #[serde(default)]
     pub ordering: Ordering,
+    /// Steps run in order before the destinations: `enrich`, `filter`, `transform`.
+    #[serde(default)]
+    pub steps: Vec<crate::route_steps::StepConfig>,
     /// Where matching events go.
     pub to: Vec<RouteTarget>,
 }

@@ -109,6 +109,8 @@ pub struct RouteSettings {
     pub filter: Option<Filter>,
     /// Ordering.
     pub ordering: Ordering,
+    /// Steps run before the destinations, in order.
+    pub steps: Vec<crate::route_steps::StepSettings>,
     /// Targets.
     pub targets: Vec<TargetSettings>,
 }
@@ -138,7 +140,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err_at(
+    pub(crate) fn err_at(
         &mut self,
         line: u64,
         column: u64,
@@ -154,7 +156,18 @@ impl Ctx<'_> {
         });
     }
 
-    fn err<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+    /// An error at the current entry's position (its `id`).
+    pub(crate) fn err_here(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        let (l, c) = self.entry;
+        self.err_at(l, c, field, message);
+    }
+
+    pub(crate) fn err<T>(
+        &mut self,
+        at: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (l, c) = match at.referenced.line() {
             0 => self.entry,
             l => (l, at.referenced.column()),
@@ -486,6 +499,8 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                 None
             }
         });
+        let (steps, _bound) =
+            crate::route_steps::validate(&mut cx, &p, &r.id.value, &r.steps, &mut templates);
         if r.to.is_empty() {
             cx.err(
                 &r.id,
@@ -533,6 +548,7 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             match_types,
             filter,
             ordering: r.ordering,
+            steps,
             targets,
         });
     }
@@ -557,7 +573,7 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
 
 /// Where line `line` (1-based) of a multi-line value starts in the file: block scalars start
 /// on the next line.
-fn inner_position(at: &Spanned<String>, line: usize, column: usize) -> (u64, u64) {
+pub(crate) fn inner_position(at: &Spanned<String>, line: usize, column: usize) -> (u64, u64) {
     let base = at.referenced.line();
     if base == 0 {
         return (0, 0);

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::TenantId;
 use crate::ids::{AttemptId, DeliveryId, EventId};
 
-/// Where a delivery is in its life: `pending → in_flight → delivered | retrying → … → dead`.
+/// Where a delivery is in its life: `pending → in_flight → delivered | filtered | retrying →
+/// … → dead`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -23,16 +24,19 @@ pub enum DeliveryStatus {
     Retrying,
     /// Attempts are exhausted or the failure was final; parked until an operator retries it.
     Dead,
+    /// A `filter` step of the route said no: nothing was sent, and that is not an error.
+    Filtered,
 }
 
 impl DeliveryStatus {
     /// All states, in life order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Pending,
         Self::InFlight,
         Self::Delivered,
         Self::Retrying,
         Self::Dead,
+        Self::Filtered,
     ];
 
     /// The name used in the API and the store.
@@ -44,13 +48,14 @@ impl DeliveryStatus {
             Self::Delivered => "delivered",
             Self::Retrying => "retrying",
             Self::Dead => "dead",
+            Self::Filtered => "filtered",
         }
     }
 
     /// True when no more attempts will be made without an operator.
     #[must_use]
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Delivered | Self::Dead)
+        matches!(self, Self::Delivered | Self::Dead | Self::Filtered)
     }
 }
 
@@ -62,7 +67,9 @@ impl fmt::Display for DeliveryStatus {
 
 /// Error for an unknown delivery status name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown delivery status `{0}` (expected pending, in_flight, delivered, retrying or dead)")]
+#[error(
+    "unknown delivery status `{0}` (expected pending, in_flight, delivered, retrying, dead or filtered)"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for DeliveryStatus {
@@ -120,6 +127,8 @@ pub enum AttemptOutcome {
     Retryable,
     /// Failed in a way that retrying cannot fix (4xx, a template error).
     Final,
+    /// A `filter` step of the route ended the delivery; nothing was sent.
+    Filtered,
 }
 
 impl AttemptOutcome {
@@ -130,6 +139,7 @@ impl AttemptOutcome {
             Self::Delivered => "delivered",
             Self::Retryable => "retryable",
             Self::Final => "final",
+            Self::Filtered => "filtered",
         }
     }
 
@@ -139,6 +149,7 @@ impl AttemptOutcome {
         match s {
             "delivered" => Self::Delivered,
             "retryable" => Self::Retryable,
+            "filtered" => Self::Filtered,
             _ => Self::Final,
         }
     }
@@ -166,4 +177,47 @@ pub struct Attempt {
     /// The first bytes of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_excerpt: Option<String>,
+    /// What each of the route's steps did before the send, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepTrace>,
+}
+
+/// What one route step did during an attempt: shown in the delivery record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTrace {
+    /// `enrich`, `filter` or `transform`.
+    pub step: String,
+    /// The name an `enrich` step binds (`as`); the expression of a `filter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Who answered an `enrich` step (`host[:port]`; a fallback when the primary failed),
+    /// with the HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    /// The start of what the step produced (an `enrich` step's answer as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why it failed or stopped the event; what was tried before an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How one route step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// It ran and the event goes on.
+    Ok,
+    /// An `enrich` step answered from its cache.
+    Cached,
+    /// A `filter` step said no: the event stops here for this route.
+    Filtered,
+    /// It failed; the attempt fails with it.
+    Failed,
+    /// An `enrich` step failed and `on_error: continue` bound its name to null.
+    Continued,
 }

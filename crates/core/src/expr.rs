@@ -52,7 +52,7 @@ pub struct CompileError {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum EvalError {
     /// CEL raised an error (missing field, wrong type, …).
-    #[error("filter `{expr}` failed: {message}")]
+    #[error("expression `{expr}` failed: {message}")]
     Execution {
         /// The expression.
         expr: String,
@@ -69,23 +69,24 @@ pub enum EvalError {
     },
 }
 
-/// A compiled CEL expression that decides whether an event passes.
+/// A compiled CEL expression over an event (and names bound by earlier route steps) that
+/// produces any value.
 #[derive(Clone)]
-pub struct Filter {
+pub struct Expr {
     source: String,
     program: Arc<Program>,
     /// Which of [`VARIABLES`] the expression names (bit i = `VARIABLES[i]`): only those are
-    /// bound, so a filter on `type` does not pay for converting the payload.
+    /// bound, so an expression on `type` does not pay for converting the payload.
     uses: u16,
 }
 
-impl fmt::Debug for Filter {
+impl fmt::Debug for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Filter").field(&self.source).finish()
+        f.debug_tuple("Expr").field(&self.source).finish()
     }
 }
 
-impl Filter {
+impl Expr {
     /// Compiles `source`.
     ///
     /// # Errors
@@ -142,26 +143,93 @@ impl Filter {
         &self.source
     }
 
+    /// The variable names the expression reads (event names and step-bound names alike).
+    #[must_use]
+    pub fn variables(&self) -> Vec<String> {
+        self.program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn run(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<CelValue, EvalError> {
+        let mut ctx = Context::with_env(Arc::clone(env()));
+        bind_event(&mut ctx, event, self.uses);
+        for (name, value) in extra {
+            ctx.add_variable_from_value(*name, json_to_cel(value));
+        }
+        self.program
+            .execute(&ctx)
+            .map_err(|e| EvalError::Execution {
+                expr: self.source.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Evaluates the expression against `event` into JSON. `extra` binds more names (for
+    /// example the results of enrichment steps).
+    ///
+    /// # Errors
+    /// A runtime CEL error, or a value JSON cannot hold (bytes, a timestamp is written as
+    /// RFC 3339 text instead).
+    pub fn eval(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<Value, EvalError> {
+        let v = self.run(event, extra)?;
+        match &v {
+            CelValue::Timestamp(t) => Ok(Value::from(t.to_rfc3339())),
+            other => other.json().map_err(|e| EvalError::Execution {
+                expr: self.source.clone(),
+                message: format!("the result cannot be written as JSON: {e}"),
+            }),
+        }
+    }
+}
+
+/// A compiled CEL expression that decides whether an event passes.
+#[derive(Clone)]
+pub struct Filter {
+    expr: Expr,
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Filter").field(&self.expr.source).finish()
+    }
+}
+
+impl Filter {
+    /// Compiles `source`.
+    ///
+    /// # Errors
+    /// Every syntax error is reported; the first with its position is returned.
+    pub fn compile(source: &str) -> Result<Self, CompileError> {
+        Expr::compile(source).map(|expr| Self { expr })
+    }
+
+    /// The expression as written.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        &self.expr.source
+    }
+
+    /// The variable names the expression reads.
+    #[must_use]
+    pub fn variables(&self) -> Vec<String> {
+        self.expr.variables()
+    }
+
     /// Evaluates the expression against `event`. `extra` binds more names (for example the
     /// results of enrichment steps).
     ///
     /// # Errors
     /// A runtime CEL error or a non-boolean result.
     pub fn matches(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<bool, EvalError> {
-        let mut ctx = Context::with_env(Arc::clone(env()));
-        bind_event(&mut ctx, event, self.uses);
-        for (name, value) in extra {
-            ctx.add_variable_from_value(*name, json_to_cel(value));
-        }
-        match self.program.execute(&ctx) {
-            Ok(CelValue::Bool(b)) => Ok(b),
-            Ok(other) => Err(EvalError::NotBoolean {
-                expr: self.source.clone(),
+        match self.expr.run(event, extra)? {
+            CelValue::Bool(b) => Ok(b),
+            other => Err(EvalError::NotBoolean {
+                expr: self.expr.source.clone(),
                 got: format!("{:?}", other.type_of()),
-            }),
-            Err(e) => Err(EvalError::Execution {
-                expr: self.source.clone(),
-                message: e.to_string(),
             }),
         }
     }
@@ -272,6 +340,30 @@ mod tests {
                 "{src}"
             );
         }
+    }
+
+    #[test]
+    fn expressions_produce_json_and_name_their_variables() {
+        let ev = event(json!({"total": 5, "name": "Ana"}), Some("br-1"));
+        let e = Expr::compile(
+            r#"{"big": data.total > 3, "who": data.name + "!", "n": lookup.hits * 2}"#,
+        )
+        .unwrap();
+        let lookup = json!({"hits": 2});
+        assert_eq!(
+            e.eval(&ev, &[("lookup", &lookup)]).unwrap(),
+            json!({"big": true, "who": "Ana!", "n": 4})
+        );
+        let mut vars = e.variables();
+        vars.sort();
+        assert_eq!(vars, ["data", "lookup"]);
+        assert!(
+            Expr::compile("time")
+                .unwrap()
+                .eval(&ev, &[])
+                .unwrap()
+                .is_string()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod metric_names;
 pub mod retry;
 pub mod template;
 
-pub use delivery::{Attempt, AttemptOutcome, Delivery, DeliveryStatus};
+pub use delivery::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, StepOutcome, StepTrace};
 pub use destination::{Destination, OutboundMessage, SendError, SendErrorKind, SendOk};
 pub use event::{Event, TenantId};
 pub use ids::{AttemptId, DeliveryId, EventId};

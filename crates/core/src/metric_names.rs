@@ -7,6 +7,11 @@ pub const EVENTS_INGESTED: &str = "estafeta_events_ingested_total";
 pub const DELIVERIES_DELIVERED: &str = "estafeta_deliveries_delivered_total";
 /// Counter: failed attempts, by `destination` and `class` (`retryable` or `final`).
 pub const ATTEMPTS_FAILED: &str = "estafeta_attempts_failed_total";
+/// Counter: deliveries a route's `filter` step ended (nothing sent), by `destination`.
+pub const DELIVERIES_FILTERED: &str = "estafeta_deliveries_filtered_total";
+/// Histogram (seconds): duration of a route's `enrich` step (look-up and cache), by `route`
+/// and `step` (`enrich:<name>`).
+pub const STEP_DURATION: &str = "estafeta_step_duration_seconds";
 /// Counter: deliveries parked as dead, by `destination`.
 pub const DELIVERIES_DEAD: &str = "estafeta_deliveries_dead_total";
 /// Histogram (seconds): duration of one delivery attempt, by `destination`.

@@ -49,18 +49,34 @@ pub enum Escape {
     Html,
     /// A backslash before each character Telegram's `MarkdownV2` reserves.
     MarkdownV2,
+    /// Percent-encoded except RFC 3986's unreserved characters, for values placed in a URL
+    /// (an enrichment's path or query): a `/` or `?` in a value cannot change the request.
+    Url,
+    /// The inside of a JSON string: quotes, backslashes and control characters escaped, for
+    /// values placed between quotes in a JSON body.
+    Json,
 }
 
 impl Escape {
     const HTML: &'static str = "estafeta-html";
     const MARKDOWN_V2: &'static str = "estafeta-markdown-v2";
+    const URL: &'static str = "estafeta-url";
+    const JSON: &'static str = "estafeta-json";
 
     fn auto_escape(self) -> AutoEscape {
         match self {
             Escape::None => AutoEscape::None,
             Escape::Html => AutoEscape::Custom(Self::HTML.into()),
             Escape::MarkdownV2 => AutoEscape::Custom(Self::MARKDOWN_V2.into()),
+            Escape::Url => AutoEscape::Custom(Self::URL.into()),
+            Escape::Json => AutoEscape::Custom(Self::JSON.into()),
         }
+    }
+
+    fn from_custom(name: &str) -> Option<Self> {
+        [Self::Html, Self::MarkdownV2, Self::Url, Self::Json]
+            .into_iter()
+            .find(|e| matches!(e.auto_escape(), AutoEscape::Custom(n) if n == name))
     }
 
     /// `text` escaped for this mode.
@@ -90,9 +106,28 @@ impl Escape {
                 }
                 out
             }
+            Escape::Url => {
+                let mut out = String::with_capacity(text.len());
+                for b in text.bytes() {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        out.push(char::from(b));
+                    } else {
+                        out.push('%');
+                        out.push(char::from(HEX[usize::from(b >> 4)]));
+                        out.push(char::from(HEX[usize::from(b & 0xf)]));
+                    }
+                }
+                out
+            }
+            Escape::Json => {
+                let quoted = Value::from(text).to_string();
+                quoted[1..quoted.len() - 1].to_owned()
+            }
         }
     }
 }
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// A set of compiled templates, addressed by name.
 pub struct TemplateSet {
@@ -123,8 +158,10 @@ impl Default for TemplateSet {
         });
         env.set_formatter(|out, state, value| {
             let mode = match state.auto_escape() {
-                AutoEscape::Custom(m) if m == Escape::HTML => Escape::Html,
-                AutoEscape::Custom(m) if m == Escape::MARKDOWN_V2 => Escape::MarkdownV2,
+                AutoEscape::Custom(m) => match Escape::from_custom(m) {
+                    Some(mode) => mode,
+                    None => return minijinja::escape_formatter(out, state, value),
+                },
                 _ => return minijinja::escape_formatter(out, state, value),
             };
             if value.is_safe() || value.is_undefined() {
@@ -292,6 +329,48 @@ mod tests {
             "Ana <b>&</b> Silva_Jr. (VIP)!"
         );
         assert_eq!(Escape::MarkdownV2.apply("a\\b"), "a\\\\b");
+        t.add_escaped(
+            "u",
+            "https://x.test/v/{{ data.name }}?q={{ data.n }}",
+            Escape::Url,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render("u", &e, &[]).unwrap(),
+            "https://x.test/v/Ana%20%3Cb%3E%26%3C%2Fb%3E%20Silva_Jr.%20%28VIP%29%21?q=3"
+        );
+        t.add_escaped(
+            "j",
+            r#"{"name": "{{ data.name }}", "q": "{{ 'a"b\\' }}", "n": {{ data.n }}}"#,
+            Escape::Json,
+        )
+        .unwrap();
+        let body: Value = serde_json::from_str(&t.render("j", &e, &[]).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"name": "Ana <b>&</b> Silva_Jr. (VIP)!", "q": "a\"b\\", "n": 3})
+        );
+        t.add_escaped(
+            "u",
+            "https://x.test/v/{{ data.name }}?q={{ data.n }}",
+            Escape::Url,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render("u", &e, &[]).unwrap(),
+            "https://x.test/v/Ana%20%3Cb%3E%26%3C%2Fb%3E%20Silva_Jr.%20%28VIP%29%21?q=3"
+        );
+        t.add_escaped(
+            "j",
+            r#"{"name": "{{ data.name }}", "q": "{{ 'a"b\\' }}"}"#,
+            Escape::Json,
+        )
+        .unwrap();
+        let body: Value = serde_json::from_str(&t.render("j", &e, &[]).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"name": "Ana <b>&</b> Silva_Jr. (VIP)!", "q": "a\"b\\"})
+        );
     }
 
     #[test]

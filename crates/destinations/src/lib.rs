@@ -7,12 +7,15 @@
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
 //! [`HttpClients`], which installs the rustls crypto provider first.
 //!
+//! [`lookup`] is the HTTP side of a route's `enrich` steps, on the same outbound machinery.
+//!
 //! Rate limits, concurrency limits, retries and circuit breaking are the engine's job, not
 //! a destination's.
 
 mod build_error;
 pub mod chat;
 mod http_client;
+pub mod lookup;
 pub mod ntfy;
 pub mod registry;
 pub mod smtp;
@@ -22,6 +25,7 @@ pub mod webhook;
 pub use build_error::BuildError;
 pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
+pub use lookup::{Lookup, LookupAnswer, LookupFailure, LookupRequest};
 pub use ntfy::Ntfy;
 pub use registry::build;
 pub use smtp::Smtp;

@@ -7,6 +7,7 @@
 mod breaker;
 mod dispatch;
 mod router;
+mod steps;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use router::Router;
+pub use steps::StepBuildError;
 
 use crate::dispatch::lane::{Lane, LaneDeps};
 use crate::dispatch::queue::{Item, Pushed};
@@ -40,6 +42,9 @@ pub enum EngineError {
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Conflict(String),
+    /// A route's step could not be built.
+    #[error(transparent)]
+    Steps(#[from] StepBuildError),
     /// A destination's settings and its built implementation don't match.
     #[error("destination `{0}` is configured but was not built")]
     MissingDestination(String),
@@ -111,8 +116,9 @@ impl Engine {
         store: Arc<dyn Store>,
         destinations: Vec<Arc<dyn Destination>>,
     ) -> Result<Self, EngineError> {
+        let clients = estafeta_destinations::HttpClients::new();
         Self::start_with(
-            Router::new(config),
+            Router::new(config, &clients)?,
             &config.destinations,
             store,
             destinations,
@@ -150,7 +156,11 @@ impl Engine {
             let dest = built
                 .remove(&s.id)
                 .ok_or_else(|| EngineError::MissingDestination(s.id.clone()))?;
-            lanes.insert(s.id.clone(), Arc::new(Lane::new(s, dest, s.queue_capacity)));
+            let step_slots = deps.router.step_slots(&s.id);
+            lanes.insert(
+                s.id.clone(),
+                Arc::new(Lane::new(s, dest, s.queue_capacity, step_slots)),
+            );
         }
         let inner = Arc::new(Inner {
             store,

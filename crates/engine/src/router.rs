@@ -11,6 +11,9 @@ use estafeta_core::expr::Filter;
 use estafeta_core::matcher::TypeMatcher;
 use estafeta_core::template::TemplateSet;
 use estafeta_core::{Delivery, DeliveryId, DeliveryStatus, Event};
+use estafeta_destinations::HttpClients;
+
+use crate::steps::{RouteSteps, StepBuildError};
 
 /// One route, compiled.
 #[derive(Debug)]
@@ -20,6 +23,8 @@ pub(crate) struct Route {
     types: TypeMatcher,
     filter: Option<Filter>,
     pub(crate) ordering: Ordering,
+    /// The steps run for each delivery before rendering.
+    pub(crate) steps: Option<RouteSteps>,
     pub(crate) targets: Vec<Target>,
 }
 
@@ -53,21 +58,29 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles the routes of a validated config.
-    #[must_use]
-    pub fn new(config: &Config) -> Self {
-        Self::from_parts(&config.routes, Arc::clone(&config.templates))
+    /// Compiles the routes of a validated config; `enrich` steps get their HTTP clients from
+    /// `clients`.
+    ///
+    /// # Errors
+    /// An `enrich` step whose client or headers cannot be built.
+    pub fn new(config: &Config, clients: &HttpClients) -> Result<Self, StepBuildError> {
+        Self::from_parts(&config.routes, Arc::clone(&config.templates), clients)
     }
 
-    pub(crate) fn from_parts(routes: &[RouteSettings], templates: Arc<TemplateSet>) -> Self {
-        let routes: Vec<Route> = routes
-            .iter()
-            .map(|r| Route {
+    pub(crate) fn from_parts(
+        routes: &[RouteSettings],
+        templates: Arc<TemplateSet>,
+        clients: &HttpClients,
+    ) -> Result<Self, StepBuildError> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        for r in routes {
+            compiled.push(Route {
                 id: r.id.clone(),
                 from: r.from.clone(),
                 types: TypeMatcher::new(&r.match_types),
                 filter: r.filter.clone(),
                 ordering: r.ordering,
+                steps: RouteSteps::build(&r.id, &r.steps, clients)?,
                 targets: r
                     .targets
                     .iter()
@@ -77,18 +90,31 @@ impl Router {
                         content_type: t.content_type.clone(),
                     })
                     .collect(),
-            })
-            .collect();
+            });
+        }
+        let routes = compiled;
         let by_id = routes
             .iter()
             .enumerate()
             .map(|(i, r)| (r.id.clone(), i))
             .collect();
-        Self {
+        Ok(Self {
             routes,
             by_id,
             templates,
-        }
+        })
+    }
+
+    /// Extra attempts a destination may run at once for the route steps' look-ups, beyond
+    /// its own concurrency (which bounds only the sends).
+    pub(crate) fn step_slots(&self, destination: &str) -> usize {
+        self.routes
+            .iter()
+            .filter(|r| r.targets.iter().any(|t| t.destination == destination))
+            .filter_map(|r| r.steps.as_ref())
+            .map(|s| s.concurrency().max(64))
+            .max()
+            .unwrap_or(0)
     }
 
     pub(crate) fn route(&self, id: &str) -> Option<&Route> {

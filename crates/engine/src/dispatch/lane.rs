@@ -12,7 +12,7 @@ use estafeta_config::DestinationSettings;
 use estafeta_core::metric_names as m;
 use estafeta_core::{
     Attempt, AttemptId, AttemptOutcome, DeliveryStatus, Destination, OutboundMessage, RetryPolicy,
-    SendError, SendErrorKind, SendOk,
+    SendError, SendErrorKind, SendOk, StepTrace,
 };
 use estafeta_store::{AttemptRecord, Store};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -24,6 +24,23 @@ use tokio_util::task::TaskTracker;
 use crate::breaker::{Admit, Breaker};
 use crate::dispatch::queue::{Item, Pushed, Queue};
 use crate::router::Router;
+use crate::steps::{End, Prepared};
+
+/// How an attempt ended, for the record.
+enum Concluded<'a> {
+    Sent(&'a SendOk),
+    Failed(&'a SendError),
+    Filtered,
+}
+
+impl<'a> From<&'a Result<SendOk, SendError>> for Concluded<'a> {
+    fn from(r: &'a Result<SendOk, SendError>) -> Self {
+        match r {
+            Ok(ok) => Self::Sent(ok),
+            Err(e) => Self::Failed(e),
+        }
+    }
+}
 
 pub(crate) struct Lane {
     pub(crate) id: String,
@@ -34,7 +51,11 @@ pub(crate) struct Lane {
     pub(crate) refill_wake: Notify,
     /// Most deliveries held in memory; the rest wait in the store.
     pub(crate) capacity: usize,
+    /// Attempts running at once: the destination's concurrency, plus room for route steps'
+    /// look-ups when a route with steps sends here.
     permits: Arc<Semaphore>,
+    /// Sends at once (the destination's concurrency) when `permits` has room for steps.
+    sends: Option<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
     pub(crate) breaker: Breaker,
     retry: RetryPolicy,
@@ -48,6 +69,7 @@ struct LaneMetrics {
     end_to_end: metrics::Histogram,
     delivered: metrics::Counter,
     dead: metrics::Counter,
+    filtered: metrics::Counter,
     failed_retryable: metrics::Counter,
     failed_final: metrics::Counter,
     circuit_open: metrics::Gauge,
@@ -61,6 +83,7 @@ impl LaneMetrics {
             end_to_end: metrics::histogram!(m::END_TO_END_LATENCY, "destination" => d.clone()),
             delivered: metrics::counter!(m::DELIVERIES_DELIVERED, "destination" => d.clone()),
             dead: metrics::counter!(m::DELIVERIES_DEAD, "destination" => d.clone()),
+            filtered: metrics::counter!(m::DELIVERIES_FILTERED, "destination" => d.clone()),
             failed_retryable: metrics::counter!(m::ATTEMPTS_FAILED, "destination" => d.clone(), "class" => "retryable"),
             failed_final: metrics::counter!(m::ATTEMPTS_FAILED, "destination" => d.clone(), "class" => "final"),
             circuit_open: metrics::gauge!(m::CIRCUIT_OPEN, "destination" => d),
@@ -86,10 +109,13 @@ pub(crate) struct LaneDeps {
 }
 
 impl Lane {
+    /// A lane; `step_slots` is the room for route steps' look-ups beyond the destination's
+    /// concurrency (0 when no route with steps sends here).
     pub(crate) fn new(
         settings: &DestinationSettings,
         destination: Arc<dyn Destination>,
         capacity: usize,
+        step_slots: usize,
     ) -> Self {
         let limiter = settings.rate_limit.and_then(|rl| {
             let count = NonZeroU32::new(rl.count)?;
@@ -108,7 +134,8 @@ impl Lane {
             notify: Notify::new(),
             refill_wake: Notify::new(),
             capacity: capacity.max(2),
-            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1) + step_slots)),
+            sends: (step_slots > 0).then(|| Semaphore::new(settings.concurrency.max(1))),
             limiter,
             breaker: Breaker::new(settings.breaker),
             retry: settings.retry.clone(),
@@ -194,15 +221,6 @@ impl Lane {
                     continue;
                 }
             };
-            if let Some(l) = &self.limiter {
-                tokio::select! {
-                    () = l.until_ready() => {}
-                    () = deps.cancel.cancelled() => {
-                        self.queue().put_back(first, Instant::now());
-                        return;
-                    }
-                }
-            }
             let mut items = vec![first];
             if max_batch > 1 && !probe {
                 self.fill_batch(&mut items, max_batch, &deps.cancel).await;
@@ -269,24 +287,33 @@ impl Lane {
             self.notify.notify_one();
             return;
         }
-        let mut ready = Vec::with_capacity(items.len());
-        let mut ready_items = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(event) = item.event.clone() else {
-                // The event is gone (purged): nothing can be sent.
-                let err = SendError::final_error("the event no longer exists in the log");
-                self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps)
-                    .await;
-                continue;
-            };
-            match render(&deps.router, &item, event) {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        // The route's steps, for every item at once (their look-ups overlap).
+        let prepared = futures::future::join_all(
+            items
+                .into_iter()
+                .map(|item| self.prepare(item, started_at, clock, deps)),
+        )
+        .await;
+        let mut ready = Vec::with_capacity(prepared.len());
+        let mut ready_items = Vec::with_capacity(prepared.len());
+        for (item, p, traces) in prepared.into_iter().flatten() {
+            match render(&deps.router, &item, &p) {
                 Ok(msg) => {
                     ready.push(msg);
-                    ready_items.push(item);
+                    ready_items.push((item, traces));
                 }
                 Err(err) => {
-                    self.conclude(item, Utc::now(), Duration::ZERO, Err(&err), deps)
-                        .await
+                    self.conclude(
+                        item,
+                        started_at,
+                        clock.elapsed(),
+                        Concluded::Failed(&err),
+                        traces,
+                        deps,
+                    )
+                    .await;
                 }
             }
         }
@@ -297,15 +324,41 @@ impl Lane {
             }
             return;
         }
-        let started_at = Utc::now();
-        let clock = Instant::now();
+        // Only sends count against the destination's concurrency and rate limit.
+        let _send_permit = match &self.sends {
+            Some(sends) => match sends.acquire().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        if let Some(l) = &self.limiter {
+            tokio::select! {
+                () = l.until_ready() => {}
+                () = deps.cancel.cancelled() => {
+                    // Not attempted: back to the queue, to be prepared again after restart.
+                    let mut q = self.queue();
+                    for (item, _) in ready_items {
+                        q.put_back(item, Instant::now());
+                    }
+                    drop(q);
+                    if probe {
+                        self.breaker.release_probe();
+                    }
+                    return;
+                }
+            }
+        }
+        let send_clock = Instant::now();
         let result = if ready.len() == 1 {
             self.destination.send(&ready[0]).await
         } else {
             self.destination.send_batch(&ready).await
         };
         let took = clock.elapsed();
-        self.metrics.attempt_duration.record(took.as_secs_f64());
+        self.metrics
+            .attempt_duration
+            .record(send_clock.elapsed().as_secs_f64());
         let endpoint_failed = matches!(&result, Err(e) if e.is_retryable());
         let was_open = self.breaker.is_open();
         if self.breaker.record(endpoint_failed, probe) {
@@ -315,9 +368,80 @@ impl Lane {
         if open != was_open {
             self.metrics.circuit_open.set(if open { 1.0 } else { 0.0 });
         }
-        for item in ready_items {
-            self.conclude(item, started_at, took, result.as_ref(), deps)
+        for (item, traces) in ready_items {
+            self.conclude(
+                item,
+                started_at,
+                took,
+                Concluded::from(&result),
+                traces,
+                deps,
+            )
+            .await;
+        }
+    }
+
+    /// Runs the route's steps for one item. Returns what to send, or `None` when the item was
+    /// concluded here (its event is gone, a filter said no, or a step failed).
+    async fn prepare(
+        &self,
+        item: Item,
+        started_at: chrono::DateTime<Utc>,
+        clock: Instant,
+        deps: &LaneDeps,
+    ) -> Option<(Item, Prepared, Vec<StepTrace>)> {
+        let Some(event) = item.event.clone() else {
+            // The event is gone (purged): nothing can be sent.
+            let err = SendError::final_error("the event no longer exists in the log");
+            self.conclude(
+                item,
+                started_at,
+                Duration::ZERO,
+                Concluded::Failed(&err),
+                Vec::new(),
+                deps,
+            )
+            .await;
+            return None;
+        };
+        let steps = deps
+            .router
+            .route(&item.delivery.route_id)
+            .and_then(|r| r.steps.as_ref());
+        let Some(steps) = steps else {
+            let p = Prepared {
+                event,
+                bindings: Vec::new(),
+            };
+            return Some((item, p, Vec::new()));
+        };
+        let run = steps.run(event, &deps.router.templates).await;
+        match run.end {
+            End::Go(p) => Some((item, p, run.traces)),
+            End::Filtered => {
+                self.conclude(
+                    item,
+                    started_at,
+                    clock.elapsed(),
+                    Concluded::Filtered,
+                    run.traces,
+                    deps,
+                )
                 .await;
+                None
+            }
+            End::Failed(err) => {
+                self.conclude(
+                    item,
+                    started_at,
+                    clock.elapsed(),
+                    Concluded::Failed(&err),
+                    run.traces,
+                    deps,
+                )
+                .await;
+                None
+            }
         }
     }
 
@@ -326,18 +450,20 @@ impl Lane {
         mut item: Item,
         started_at: chrono::DateTime<Utc>,
         took: Duration,
-        result: Result<&SendOk, &SendError>,
+        result: Concluded<'_>,
+        steps: Vec<StepTrace>,
         deps: &LaneDeps,
     ) {
         let attempts = item.delivery.attempts + 1;
         let (outcome, status_code, error, excerpt) = match result {
-            Ok(ok) => (
+            Concluded::Filtered => (AttemptOutcome::Filtered, None, None, None),
+            Concluded::Sent(ok) => (
                 AttemptOutcome::Delivered,
                 ok.status_code,
                 None,
                 ok.response_excerpt.clone(),
             ),
-            Err(e) => {
+            Concluded::Failed(e) => {
                 let class = if e.is_retryable() {
                     AttemptOutcome::Retryable
                 } else {
@@ -353,7 +479,8 @@ impl Lane {
         };
         let (status, next) = match (outcome, result) {
             (AttemptOutcome::Delivered, _) => (DeliveryStatus::Delivered, None),
-            (AttemptOutcome::Retryable, Err(e)) => {
+            (AttemptOutcome::Filtered, _) => (DeliveryStatus::Filtered, None),
+            (AttemptOutcome::Retryable, Concluded::Failed(e)) => {
                 let after = match e.kind {
                     SendErrorKind::Retryable { after } => after,
                     SendErrorKind::Final => None,
@@ -373,6 +500,7 @@ impl Lane {
                     self.metrics.end_to_end.record(e2e.as_secs_f64());
                 }
             }
+            DeliveryStatus::Filtered => self.metrics.filtered.increment(1),
             DeliveryStatus::Dead => {
                 self.metrics.failed(outcome).increment(1);
                 self.metrics.dead.increment(1);
@@ -393,6 +521,7 @@ impl Lane {
                 status_code,
                 error: error.clone(),
                 response_excerpt: excerpt,
+                steps,
             },
             status,
             attempts,
@@ -467,37 +596,36 @@ async fn load_events(
 }
 
 /// The message for one delivery: the route target's template, or the structured CloudEvent.
-fn render(
-    router: &Router,
-    item: &Item,
-    event: Arc<estafeta_core::Event>,
-) -> Result<OutboundMessage, SendError> {
+fn render(router: &Router, item: &Item, prepared: &Prepared) -> Result<OutboundMessage, SendError> {
+    let event = Arc::clone(&prepared.event);
     let d = &item.delivery;
     let target = router.route(&d.route_id).and_then(|r| {
         r.targets
             .get(usize::try_from(d.target_index).unwrap_or(usize::MAX))
     });
-    let (body, content_type): (Bytes, &'static str) =
-        match target.and_then(|t| t.template.as_ref().map(|n| (t, n))) {
-            Some((t, name)) => {
-                let text = router.templates.render(name, &event, &[]).map_err(|e| {
-                    SendError::final_error(format!("cannot render the message: {e}"))
-                })?;
-                let ct = match t.content_type.as_deref() {
-                    Some(ct) => known_content_type(ct),
-                    None if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => {
-                        "application/json"
-                    }
-                    None => "text/plain; charset=utf-8",
-                };
-                (Bytes::from(text), ct)
-            }
-            None => {
-                let json = serde_json::to_vec(&estafeta_core::event::CloudEventJson(&event))
-                    .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
-                (Bytes::from(json), "application/cloudevents+json")
-            }
-        };
+    let (body, content_type): (Bytes, &'static str) = match target
+        .and_then(|t| t.template.as_ref().map(|n| (t, n)))
+    {
+        Some((t, name)) => {
+            let text = router
+                .templates
+                .render(name, &event, &prepared.extra())
+                .map_err(|e| SendError::final_error(format!("cannot render the message: {e}")))?;
+            let ct = match t.content_type.as_deref() {
+                Some(ct) => known_content_type(ct),
+                None if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => {
+                    "application/json"
+                }
+                None => "text/plain; charset=utf-8",
+            };
+            (Bytes::from(text), ct)
+        }
+        None => {
+            let json = serde_json::to_vec(&estafeta_core::event::CloudEventJson(&event))
+                .map_err(|e| SendError::final_error(format!("cannot encode the event: {e}")))?;
+            (Bytes::from(json), "application/cloudevents+json")
+        }
+    };
     Ok(OutboundMessage {
         delivery_id: d.id,
         event,

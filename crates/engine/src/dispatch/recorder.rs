@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use estafeta_core::{DeliveryId, DeliveryStatus};
+use estafeta_core::DeliveryId;
 use estafeta_store::{AttemptRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,7 +80,7 @@ pub(crate) fn spawn(
             }
             let finished: Vec<DeliveryId> = batch
                 .iter()
-                .filter(|r| matches!(r.status, DeliveryStatus::Delivered | DeliveryStatus::Dead))
+                .filter(|r| r.status.is_terminal())
                 .map(|r| r.attempt.delivery_id)
                 .collect();
             write(&*store, &mut batch, !flushes.is_empty()).await;
