@@ -77,7 +77,7 @@ pub struct EnrichHttpConfig {
     #[serde(default)]
     pub retry: EnrichRetryConfig,
     /// What a 404 answer means: `error` (default) or `null` (bind null: "nothing found").
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_found")]
     pub not_found: NotFound,
     /// The service's name in errors and the delivery record (default: the URL's host).
     #[serde(default)]
@@ -91,6 +91,11 @@ pub struct EnrichHttpConfig {
     /// Requests of this step in flight at once, across deliveries (default 256).
     #[serde(default = "default_enrich_concurrency")]
     pub concurrency: usize,
+}
+
+/// `not_found: null` reads as YAML's null; take it as the `null` choice.
+fn not_found<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NotFound, D::Error> {
+    Option::<NotFound>::deserialize(d).map(|v| v.unwrap_or(NotFound::Null))
 }
 
 fn five_seconds() -> DurationText {

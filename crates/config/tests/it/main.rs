@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod steps;
+
 use estafeta_config::{Lookup, SourceKindSettings, StorageSettings, load_str};
 
 struct Env;
@@ -174,11 +176,17 @@ fn examples_in_the_repository_validate() {
                         n if n.starts_with("MYSQL") || n.starts_with("MARIADB") => {
                             "mysql://app@db.example:3306/app".into()
                         }
+                        n if n.ends_with("CHAT_ID") => "-1001234567890".into(),
                         _ => "https://example.org/hook".into(),
                     })
                 }
-                fn secret(&self, _: &str) -> Option<String> {
-                    Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
+                fn secret(&self, name: &str) -> Option<String> {
+                    // Bot tokens by their name, signing secrets otherwise.
+                    Some(if name.starts_with("telegram") {
+                        "123456789:AAH-example_token".into()
+                    } else {
+                        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()
+                    })
                 }
             }
             estafeta_config::load_file(&path, &Any)

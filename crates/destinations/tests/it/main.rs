@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod lookup;
 mod smtp;
 mod webhook;
