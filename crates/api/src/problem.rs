@@ -132,6 +132,14 @@ impl From<EngineError> for Problem {
             EngineError::Conflict(m) => {
                 Self::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(m)
             }
+            EngineError::Steps(err) => {
+                tracing::error!(error = %err, "route steps cannot be built");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                )
+            }
             EngineError::MissingDestination(m) => {
                 tracing::error!(dest_id = %m, "destination missing");
                 Self::new(

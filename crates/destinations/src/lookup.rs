@@ -280,10 +280,10 @@ impl Lookup {
             }
         };
         let host = host_of(&url);
-        if !self.allow_private_networks {
-            if let Some(ssrf) = url.host().and_then(|h| refused_literal(&h)) {
-                return Try::Stop(SendError::final_error(ssrf.to_string()).with_source(ssrf));
-            }
+        if !self.allow_private_networks
+            && let Some(ssrf) = url.host().and_then(|h| refused_literal(&h))
+        {
+            return Try::Stop(SendError::final_error(ssrf.to_string()).with_source(ssrf));
         }
         let service = self.service.clone().unwrap_or_else(|| host.clone());
         let mut rb = self

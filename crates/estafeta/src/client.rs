@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
 use comfy_table::Table;
+use estafeta_core::DeliveryStatus;
 use serde_json::{Value, json};
 
 use crate::cli::ClientArgs;
@@ -76,8 +78,11 @@ pub(crate) enum DeliveriesCommand {
     List {
         #[command(flatten)]
         client: ClientArgs,
-        /// pending, delivered, retrying or dead.
-        #[arg(long)]
+        /// Only deliveries in this state (`filtered`: a route's `filter` step said no).
+        #[arg(
+            long,
+            value_parser = PossibleValuesParser::new(DeliveryStatus::ALL.map(DeliveryStatus::as_str))
+        )]
         status: Option<String>,
         /// Only this route.
         #[arg(long)]
@@ -89,7 +94,7 @@ pub(crate) enum DeliveriesCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Show one delivery and its attempts.
+    /// Show one delivery's attempts and what the route's steps did in each.
     Get {
         #[command(flatten)]
         client: ClientArgs,
@@ -253,6 +258,45 @@ fn deliveries_table(v: &Value) -> Table {
     t
 }
 
+fn attempts_table(v: &Value) -> Table {
+    let mut t = Table::new();
+    t.set_header([
+        "attempt", "started", "ms", "outcome", "status", "error", "response",
+    ]);
+    for a in v["history"].as_array().into_iter().flatten() {
+        t.add_row([
+            s(a, "id"),
+            s(a, "started_at"),
+            s(a, "duration_ms"),
+            s(a, "outcome"),
+            s(a, "status_code"),
+            s(a, "error"),
+            s(a, "response_excerpt"),
+        ]);
+    }
+    t
+}
+
+/// One row per route step of each attempt, in order; `None` when no attempt ran a step.
+fn steps_table(v: &Value) -> Option<Table> {
+    let mut t = Table::new();
+    t.set_header(["attempt", "step", "name", "outcome", "ms", "via", "detail"]);
+    for a in v["history"].as_array().into_iter().flatten() {
+        for step in a["steps"].as_array().into_iter().flatten() {
+            t.add_row([
+                s(a, "id"),
+                s(step, "step"),
+                s(step, "name"),
+                s(step, "outcome"),
+                s(step, "duration_ms"),
+                s(step, "answered_by"),
+                s(step, "detail"),
+            ]);
+        }
+    }
+    (!t.is_empty()).then_some(t)
+}
+
 pub(crate) async fn events(cmd: EventsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EventsCommand::Send {
@@ -413,24 +457,10 @@ pub(crate) async fn deliveries(cmd: DeliveriesCommand) -> anyhow::Result<ExitCod
                     &[],
                 )
                 .await?;
-            c.print(&v, |v| {
-                let mut t = Table::new();
-                t.set_header([
-                    "attempt", "started", "ms", "outcome", "status", "error", "response",
-                ]);
-                for a in v["history"].as_array().into_iter().flatten() {
-                    t.add_row([
-                        s(a, "id"),
-                        s(a, "started_at"),
-                        s(a, "duration_ms"),
-                        s(a, "outcome"),
-                        s(a, "status_code"),
-                        s(a, "error"),
-                        s(a, "response_excerpt"),
-                    ]);
-                }
-                t
-            });
+            c.print(&v, attempts_table);
+            if let (false, Some(steps)) = (c.json, steps_table(&v)) {
+                println!("{steps}");
+            }
         }
         DeliveriesCommand::Retry {
             client,
@@ -549,4 +579,22 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_listed_per_attempt_and_absent_without_steps() {
+        assert!(steps_table(&json!({"history": [{"id": "att_1"}]})).is_none());
+        let v = json!({"history": [{"id": "att_2", "outcome": "filtered", "steps": [
+            {"step": "enrich", "name": "customer", "outcome": "cached", "duration_ms": 0,
+             "answered_by": "crm:443 200"},
+            {"step": "filter", "name": "data.total > 100", "outcome": "filtered",
+             "duration_ms": 1, "detail": "false"}]}]});
+        let text = steps_table(&v).map(|t| t.to_string()).unwrap_or_default();
+        assert!(text.contains("crm:443 200"), "{text}");
+        assert_eq!(text.matches("att_2").count(), 2, "{text}");
+    }
 }

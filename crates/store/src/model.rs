@@ -44,7 +44,7 @@ impl AppendOutcome {
 pub struct AttemptRecord {
     /// The attempt.
     pub attempt: Attempt,
-    /// New status of the delivery (`delivered`, `retrying` or `dead`).
+    /// New status of the delivery (`delivered`, `filtered`, `retrying` or `dead`).
     pub status: DeliveryStatus,
     /// Attempts made so far, this one included.
     pub attempts: u32,

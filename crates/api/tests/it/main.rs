@@ -359,3 +359,171 @@ async fn sources_are_listed_and_an_unknown_one_is_a_404() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A delivery that a route's `filter` step stopped is listed with `?status=filtered`, and
+/// its attempt shows the step traces.
+#[tokio::test]
+async fn filtered_deliveries_are_listed_with_their_step_traces() {
+    use estafeta_core::{
+        Attempt, AttemptId, AttemptOutcome, Delivery, DeliveryId, DeliveryStatus, Event, EventId,
+        StepOutcome, StepTrace, TenantId,
+    };
+    use estafeta_store::{AttemptRecord, NewEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    let store = st.engine.store();
+    let now = chrono::Utc::now();
+    let event = Event {
+        id: EventId::new(),
+        tenant: TenantId::default(),
+        source_id: "http".to_owned(),
+        ce_id: "a".to_owned(),
+        ce_source: "shop".to_owned(),
+        ty: "order.created".to_owned(),
+        subject: None,
+        time: now,
+        datacontenttype: None,
+        dataschema: None,
+        key: None,
+        extensions: serde_json::Map::new(),
+        data: Some(json!({"total": 5})),
+        data_is_base64: false,
+        received_at: now,
+    };
+    let delivery = Delivery {
+        id: DeliveryId::new(),
+        event_id: event.id,
+        tenant: event.tenant.clone(),
+        route_id: "big-orders".to_owned(),
+        destination_id: "shop-webhook".to_owned(),
+        target_index: 0,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_at: Some(now),
+        last_error: None,
+        key: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let id = delivery.id;
+    store
+        .append(vec![NewEvent {
+            event: Arc::new(event),
+            dedupe_key: None,
+            deliveries: vec![delivery],
+        }])
+        .await
+        .unwrap();
+    let step = |step: &str, name: &str, outcome| StepTrace {
+        step: step.to_owned(),
+        name: Some(name.to_owned()),
+        outcome,
+        duration_ms: 1,
+        answered_by: None,
+        output: None,
+        detail: None,
+    };
+    store
+        .record_attempts(vec![AttemptRecord {
+            attempt: Attempt {
+                id: AttemptId::new(),
+                delivery_id: id,
+                started_at: now,
+                duration_ms: 2,
+                outcome: AttemptOutcome::Filtered,
+                status_code: None,
+                error: None,
+                response_excerpt: None,
+                steps: vec![
+                    step("enrich", "customer", StepOutcome::Ok),
+                    step("filter", "data.total > 100", StepOutcome::Filtered),
+                ],
+            },
+            status: DeliveryStatus::Filtered,
+            attempts: 1,
+            next_at: None,
+            last_error: None,
+        }])
+        .await
+        .unwrap();
+
+    let (status, page) = call(&st, req("GET", "/v1/deliveries?status=filtered", None, "")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["items"][0]["id"], id.to_string());
+    assert_eq!(page["items"][0]["status"], "filtered");
+    let (_, dead) = call(&st, req("GET", "/v1/deliveries?status=dead", None, "")).await;
+    assert_eq!(dead["items"], json!([]));
+
+    let (status, one) = call(&st, req("GET", &format!("/v1/deliveries/{id}"), None, "")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let attempt = &one["history"][0];
+    assert_eq!(attempt["outcome"], "filtered");
+    assert_eq!(
+        attempt["steps"],
+        json!([
+            {"step": "enrich", "name": "customer", "outcome": "ok", "duration_ms": 1},
+            {"step": "filter", "name": "data.total > 100", "outcome": "filtered", "duration_ms": 1}
+        ])
+    );
+
+    let (status, p) = call(&st, req("GET", "/v1/deliveries?status=skipped", None, "")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(p["field"], "status");
+    assert!(p["detail"].as_str().unwrap().contains("filtered"), "{p}");
+}
+
+/// The states, outcomes and step traces in the OpenAPI document are the ones the API
+/// answers with.
+#[test]
+fn the_openapi_document_names_every_status_and_step_field() {
+    use estafeta_core::{AttemptOutcome, DeliveryStatus, StepOutcome, StepTrace};
+
+    let doc: Value = serde_json::from_str(estafeta_api::OPENAPI).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let statuses = DeliveryStatus::ALL.map(DeliveryStatus::as_str);
+    assert_eq!(schemas["DeliveryStatus"]["enum"], json!(statuses));
+    let outcomes = [
+        AttemptOutcome::Delivered,
+        AttemptOutcome::Retryable,
+        AttemptOutcome::Final,
+        AttemptOutcome::Filtered,
+    ]
+    .map(AttemptOutcome::as_str);
+    assert_eq!(
+        schemas["Attempt"]["properties"]["outcome"]["enum"],
+        json!(outcomes)
+    );
+    let step_outcomes = [
+        StepOutcome::Ok,
+        StepOutcome::Cached,
+        StepOutcome::Filtered,
+        StepOutcome::Failed,
+        StepOutcome::Continued,
+    ];
+    assert_eq!(
+        schemas["StepTrace"]["properties"]["outcome"]["enum"],
+        json!(step_outcomes)
+    );
+    let full = StepTrace {
+        step: "enrich".to_owned(),
+        name: Some("customer".to_owned()),
+        outcome: StepOutcome::Ok,
+        duration_ms: 3,
+        answered_by: Some("crm:443 200".to_owned()),
+        output: Some("{}".to_owned()),
+        detail: Some("primary timed out".to_owned()),
+    };
+    let fields = serde_json::to_value(full).unwrap();
+    let documented = schemas["StepTrace"]["properties"].as_object().unwrap();
+    let mut want: Vec<&String> = fields.as_object().unwrap().keys().collect();
+    let mut got: Vec<&String> = documented.keys().collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        schemas["Attempt"]["properties"]["steps"]["items"]["$ref"],
+        "#/components/schemas/StepTrace"
+    );
+}

@@ -5,7 +5,8 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use estafeta_core::{
-    Attempt, AttemptOutcome, Delivery, DeliveryId, DeliveryStatus, Event, EventId, TenantId,
+    Attempt, AttemptOutcome, Delivery, DeliveryId, DeliveryStatus, Event, EventId, StepTrace,
+    TenantId,
 };
 use rusqlite::Row;
 use serde_json::{Map, Value};
@@ -22,8 +23,8 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, event_id, tenant, route_id, desti
     target_index, status, attempts, next_at, last_error, key, created_at, updated_at";
 
 /// Columns of `attempts`, in the order [`attempt_from_row`] reads them.
-pub(crate) const ATTEMPT_COLUMNS: &str =
-    "id, delivery_id, started_at, duration_ms, outcome, status_code, error, response_excerpt";
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, delivery_id, started_at, duration_ms, outcome, \
+    status_code, error, response_excerpt, steps";
 
 /// A timestamp as stored: RFC 3339 in UTC with exactly nine fraction digits, so that text
 /// order is time order (years 0000–9999) and every nanosecond survives.
@@ -187,6 +188,8 @@ pub(crate) struct AttemptRow {
     pub(crate) status_code: Option<i64>,
     pub(crate) error: Option<String>,
     pub(crate) response_excerpt: Option<String>,
+    /// The step traces as a JSON array; `None` when there are none.
+    pub(crate) steps: Option<String>,
     pub(crate) status: &'static str,
     pub(crate) attempts: i64,
     pub(crate) next_at: Option<String>,
@@ -194,10 +197,15 @@ pub(crate) struct AttemptRow {
 }
 
 impl AttemptRow {
-    /// Encodes an attempt record.
-    pub(crate) fn encode(r: AttemptRecord) -> Self {
+    /// Encodes an attempt record (no step traces are stored as NULL).
+    pub(crate) fn encode(r: AttemptRecord) -> StoreResult<Self> {
         let a = r.attempt;
-        Self {
+        let steps = if a.steps.is_empty() {
+            None
+        } else {
+            Some(json_text(&a.steps)?)
+        };
+        Ok(Self {
             id: a.id.to_string(),
             delivery_id: a.delivery_id.to_string(),
             started_at: ts(&a.started_at),
@@ -206,17 +214,19 @@ impl AttemptRow {
             status_code: a.status_code.map(i64::from),
             error: a.error,
             response_excerpt: a.response_excerpt,
+            steps,
             status: r.status.as_str(),
             attempts: i64::from(r.attempts),
             next_at: r.next_at.as_ref().map(ts),
             last_error: r.last_error,
-        }
+        })
     }
 
     /// Rough size in bytes.
     pub(crate) fn weight(&self) -> usize {
         250 + self.error.as_ref().map_or(0, String::len)
             + self.response_excerpt.as_ref().map_or(0, String::len)
+            + self.steps.as_ref().map_or(0, String::len)
             + self.last_error.as_ref().map_or(0, String::len)
     }
 }
@@ -283,6 +293,11 @@ pub(crate) fn attempt_from_row(row: &Row<'_>) -> StoreResult<Attempt> {
     let status_code = col::<Option<i64>>(row, 5)?
         .map(|c| u16::try_from(c).map_err(|_| corrupt(format!("stored status code {c}"))))
         .transpose()?;
+    let steps: Vec<StepTrace> = match col::<Option<String>>(row, 8)? {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("stored attempt steps are not valid: {e}")))?,
+    };
     Ok(Attempt {
         id: parse_id(&col::<String>(row, 0)?)?,
         delivery_id: parse_id(&col::<String>(row, 1)?)?,
@@ -293,6 +308,7 @@ pub(crate) fn attempt_from_row(row: &Row<'_>) -> StoreResult<Attempt> {
         status_code,
         error: col(row, 6)?,
         response_excerpt: col(row, 7)?,
+        steps,
     })
 }
 

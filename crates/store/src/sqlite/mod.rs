@@ -169,7 +169,10 @@ impl Store for SqliteStore {
             self.writer.ensure_open()?;
             return Ok(());
         }
-        let rows = records.into_iter().map(AttemptRow::encode).collect();
+        let rows = records
+            .into_iter()
+            .map(AttemptRow::encode)
+            .collect::<StoreResult<_>>()?;
         self.writer
             .submit(Op::RecordAttempts(rows), Waiter::Unit)
             .await

@@ -113,6 +113,13 @@ CREATE TABLE settings (
     value TEXT NOT NULL
 ) WITHOUT ROWID, STRICT;
 ",
+    // 2: what each route step did during an attempt, as a JSON array (NULL when the route
+    // has no steps, and for attempts recorded before this version). The new status
+    // `filtered` needs no change: `status` is free text, and the partial index of unfinished
+    // deliveries already leaves out every status but `pending` and `retrying`.
+    r"
+ALTER TABLE attempts ADD COLUMN steps TEXT;
+",
 ];
 
 /// The schema version this build writes.
@@ -195,5 +202,64 @@ mod tests {
             }
             other => panic!("expected TooNew, got {other:?}"),
         }
+    }
+
+    /// A database written by a version-1 build: migration 1 only, one delivery with one
+    /// attempt recorded in the version-1 columns.
+    fn version_1_database() -> (Connection, estafeta_core::DeliveryId) {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        let tx = conn.transaction().expect("transaction");
+        tx.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version    INTEGER PRIMARY KEY NOT NULL,
+                applied_at TEXT NOT NULL
+            ) STRICT;
+            INSERT INTO schema_migrations (version, applied_at)
+                VALUES (1, '2026-01-01T00:00:00.000000000Z');",
+        )
+        .expect("version table");
+        tx.execute_batch(MIGRATIONS[0]).expect("migration 1");
+        let delivery = estafeta_core::DeliveryId::new();
+        let event = estafeta_core::EventId::new();
+        let at = "2026-01-01T00:00:00.000000000Z";
+        tx.execute(
+            "INSERT INTO events (id, tenant, source_id, ce_id, ce_source, type, time,
+                 data_is_base64, received_at)
+             VALUES (?1, 'default', 'http', 'a', 's', 't', ?2, 0, ?2)",
+            rusqlite::params![event.to_string(), at],
+        )
+        .expect("event");
+        tx.execute(
+            "INSERT INTO deliveries (id, event_id, tenant, route_id, destination_id,
+                 target_index, status, attempts, created_at, updated_at)
+             VALUES (?1, ?2, 'default', 'r', 'd', 0, 'delivered', 1, ?3, ?3)",
+            rusqlite::params![delivery.to_string(), event.to_string(), at],
+        )
+        .expect("delivery");
+        tx.execute(
+            "INSERT INTO attempts (delivery_id, id, started_at, duration_ms, outcome,
+                 status_code)
+             VALUES (?1, ?2, ?3, 12, 'delivered', 200)",
+            rusqlite::params![
+                delivery.to_string(),
+                estafeta_core::AttemptId::new().to_string(),
+                at
+            ],
+        )
+        .expect("attempt");
+        tx.commit().expect("commit");
+        (conn, delivery)
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_and_its_attempts_read_without_steps() {
+        let (mut conn, delivery) = version_1_database();
+        assert_eq!(current_version(&conn).ok(), Some(1));
+        assert_eq!(migrate(&mut conn).ok(), Some(latest_version()));
+        assert_eq!(current_version(&conn).ok(), Some(latest_version()));
+        let attempts = super::super::queries::attempts(&conn, delivery).expect("read attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].status_code, Some(200));
+        assert!(attempts[0].steps.is_empty());
     }
 }

@@ -164,8 +164,8 @@ pub(crate) fn record_attempts(
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO attempts (id, delivery_id, started_at, duration_ms, outcome,
-                 status_code, error, response_excerpt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 status_code, error, response_excerpt, steps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(from_sqlite)?;
     for a in rows {
@@ -195,6 +195,7 @@ pub(crate) fn record_attempts(
                 a.status_code,
                 a.error,
                 a.response_excerpt,
+                a.steps,
             ])
             .map_err(from_sqlite)?;
     }

@@ -57,6 +57,7 @@ sqlite_suite!(
     deliveries::requeue_dead_delivery,
     deliveries::unfinished_deliveries_in_pages,
     deliveries::delivery_counts_per_destination,
+    filtered::filtered_delivery_keeps_its_step_traces,
     lifecycle::cursors_and_settings_round_trip,
     lifecycle::close_then_write_is_unavailable,
     lifecycle::close_finishes_queued_writes,

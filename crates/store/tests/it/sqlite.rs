@@ -1,11 +1,13 @@
-//! SQLite-only checks: durability across reopen, schema versions, unusable paths and files,
-//! pruning of expired dedupe entries.
+//! SQLite-only checks: durability across reopen, schema versions and upgrades, unusable
+//! paths and files, pruning of expired dedupe entries.
 
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
-use estafeta_core::TenantId;
-use estafeta_store::{AppendOutcome, SqliteOptions, SqliteStore, Store, StoreError};
+use estafeta_core::{
+    Attempt, AttemptId, AttemptOutcome, DeliveryStatus, StepOutcome, StepTrace, TenantId,
+};
+use estafeta_store::{AppendOutcome, AttemptRecord, SqliteOptions, SqliteStore, Store, StoreError};
 use rusqlite::Connection;
 
 use crate::suite::{new_event, simple};
@@ -149,6 +151,89 @@ async fn newer_schema_is_refused() {
         }
         other => panic!("expected TooNew, got {other:?}"),
     }
+}
+
+/// A database left by a version-1 build (attempts without a `steps` column) is migrated when
+/// it opens: its attempts read back with no steps, and new attempts keep theirs.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_old_attempts_have_no_steps() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seeded = simple("acme");
+    let d = seeded.deliveries[0].clone();
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("open");
+    store.append(vec![seeded]).await.expect("append");
+    store.close().await;
+    drop(store);
+
+    // Undo migration 2, then record an attempt in the version-1 columns.
+    assert_eq!(
+        SqliteStore::supported_schema_version(),
+        2,
+        "a newer migration exists: undo it here too to rebuild a version-1 file"
+    );
+    let conn = Connection::open(db_path(&dir)).expect("raw open");
+    conn.execute_batch(
+        "ALTER TABLE attempts DROP COLUMN steps;
+         DELETE FROM schema_migrations WHERE version = 2;",
+    )
+    .expect("back to version 1");
+    let old_id = AttemptId::new();
+    conn.execute(
+        "INSERT INTO attempts (delivery_id, id, started_at, duration_ms, outcome, status_code,
+             error)
+         VALUES (?1, ?2, '2026-01-01T00:00:00.000000000Z', 30, 'retryable', 503, 'HTTP 503')",
+        [d.id.to_string(), old_id.to_string()],
+    )
+    .expect("old attempt");
+    drop(conn);
+
+    let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
+        .await
+        .expect("open and migrate");
+    assert_eq!(store.schema_version(), 2);
+    let old = store.attempts(d.id).await.expect("old attempts");
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (old[0].id, old[0].outcome, old[0].status_code),
+        (old_id, AttemptOutcome::Retryable, Some(503))
+    );
+    assert!(old[0].steps.is_empty());
+
+    let new = Attempt {
+        id: AttemptId::new(),
+        delivery_id: d.id,
+        started_at: chrono::Utc::now(),
+        duration_ms: 4,
+        outcome: AttemptOutcome::Filtered,
+        status_code: None,
+        error: None,
+        response_excerpt: None,
+        steps: vec![StepTrace {
+            step: "filter".to_owned(),
+            name: Some("data.total > 100".to_owned()),
+            outcome: StepOutcome::Filtered,
+            duration_ms: 0,
+            answered_by: None,
+            output: None,
+            detail: None,
+        }],
+    };
+    store
+        .record_attempts(vec![AttemptRecord {
+            attempt: new.clone(),
+            status: DeliveryStatus::Filtered,
+            attempts: 2,
+            next_at: None,
+            last_error: None,
+        }])
+        .await
+        .expect("record");
+    let all = store.attempts(d.id).await.expect("attempts");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1], new);
+    store.close().await;
 }
 
 #[tokio::test]

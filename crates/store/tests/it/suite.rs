@@ -3,6 +3,7 @@
 
 pub(crate) mod deliveries;
 pub(crate) mod events;
+pub(crate) mod filtered;
 pub(crate) mod lifecycle;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -162,6 +162,7 @@ fn attempt(delivery: DeliveryId) -> AttemptRecord {
             status_code: Some(200),
             error: None,
             response_excerpt: Some("ok".to_owned()),
+            steps: Vec::new(),
         },
         status: DeliveryStatus::Delivered,
         attempts: 1,

@@ -176,6 +176,7 @@ impl Instance {
         let outcome = match status {
             DeliveryStatus::Delivered => AttemptOutcome::Delivered,
             DeliveryStatus::Dead => AttemptOutcome::Final,
+            DeliveryStatus::Filtered => AttemptOutcome::Filtered,
             _ => AttemptOutcome::Retryable,
         };
         self.store
@@ -189,6 +190,7 @@ impl Instance {
                     status_code: None,
                     error: error.map(str::to_owned),
                     response_excerpt: None,
+                    steps: Vec::new(),
                 },
                 status,
                 attempts,

@@ -224,6 +224,7 @@ fn attempt(d: &Delivery, started_secs: i64, outcome: AttemptOutcome, code: Optio
         status_code: code,
         error: (outcome != AttemptOutcome::Delivered).then(|| "HTTP 503".to_owned()),
         response_excerpt: Some("{\"ok\":false}".to_owned()),
+        steps: Vec::new(),
     }
 }
 
@@ -407,6 +408,7 @@ pub(crate) async fn delivery_counts_per_destination(store: Arc<dyn Store>) {
         DeliveryStatus::Pending,
         DeliveryStatus::Dead,
         DeliveryStatus::Delivered,
+        DeliveryStatus::Filtered,
     ];
     let mut all = seed(store.as_ref(), "acme", 10, &statuses).await;
     all.extend(seed(store.as_ref(), "globex", 4, &statuses).await);
