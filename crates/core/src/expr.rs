@@ -143,15 +143,13 @@ impl Expr {
         &self.source
     }
 
-    /// The variable names the expression reads (event names and step-bound names alike).
+    /// The variable names the expression reads (event names and step-bound names alike);
+    /// the variables of comprehensions (`x` in `list.map(x, x * 2)`) are not among them.
     #[must_use]
     pub fn variables(&self) -> Vec<String> {
-        self.program
-            .references()
-            .variables()
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        let mut free = std::collections::BTreeSet::new();
+        free_variables(self.program.expression(), &mut Vec::new(), &mut free);
+        free.into_iter().collect()
     }
 
     fn run(&self, event: &Event, extra: &[(&str, &Value)]) -> Result<CelValue, EvalError> {
@@ -232,6 +230,67 @@ impl Filter {
                 got: format!("{:?}", other.type_of()),
             }),
         }
+    }
+}
+
+/// Collects the identifiers of `e` not bound by an enclosing comprehension.
+fn free_variables(
+    e: &cel::IdedExpr,
+    scope: &mut Vec<String>,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    use cel::common::ast::{EntryExpr, Expr as Ast};
+    match &e.expr {
+        Ast::Ident(name) => {
+            if !name.starts_with('@') && !scope.iter().any(|s| s == name) {
+                out.insert(name.clone());
+            }
+        }
+        Ast::Call(call) => {
+            if let Some(target) = &call.target {
+                free_variables(target, scope, out);
+            }
+            for arg in &call.args {
+                free_variables(arg, scope, out);
+            }
+        }
+        Ast::Comprehension(c) => {
+            free_variables(&c.iter_range, scope, out);
+            free_variables(&c.accu_init, scope, out);
+            let depth = scope.len();
+            scope.push(c.iter_var.clone());
+            scope.extend(c.iter_var2.iter().cloned());
+            scope.push(c.accu_var.clone());
+            free_variables(&c.loop_cond, scope, out);
+            free_variables(&c.loop_step, scope, out);
+            free_variables(&c.result, scope, out);
+            scope.truncate(depth);
+        }
+        Ast::List(list) => {
+            for el in &list.elements {
+                free_variables(el, scope, out);
+            }
+        }
+        Ast::Map(map) => {
+            for entry in &map.entries {
+                match &entry.expr {
+                    EntryExpr::StructField(f) => free_variables(&f.value, scope, out),
+                    EntryExpr::MapEntry(m) => {
+                        free_variables(&m.key, scope, out);
+                        free_variables(&m.value, scope, out);
+                    }
+                }
+            }
+        }
+        Ast::Struct(st) => {
+            for entry in &st.entries {
+                if let EntryExpr::StructField(f) = &entry.expr {
+                    free_variables(&f.value, scope, out);
+                }
+            }
+        }
+        Ast::Select(sel) => free_variables(&sel.operand, scope, out),
+        _ => {}
     }
 }
 
@@ -354,9 +413,9 @@ mod tests {
             e.eval(&ev, &[("lookup", &lookup)]).unwrap(),
             json!({"big": true, "who": "Ana!", "n": 4})
         );
-        let mut vars = e.variables();
-        vars.sort();
-        assert_eq!(vars, ["data", "lookup"]);
+        assert_eq!(e.variables(), ["data", "lookup"]);
+        let e = Expr::compile("lookup.records.map(r, r.court).exists(c, c == data.court)").unwrap();
+        assert_eq!(e.variables(), ["data", "lookup"]);
         assert!(
             Expr::compile("time")
                 .unwrap()
