@@ -2,10 +2,12 @@
 //! Standard Webhooks signatures and answers as scripted; fake Telegram Bot API and ntfy
 //! servers that check requests like the real services, answer their errors and rate limits
 //! and record what they accept; an SMTP server that authenticates, answers scripted
-//! refusals and records (and parses) the messages it takes; a throw-away PostgreSQL
+//! refusals and records (and parses) the messages it takes; a "person records" look-up API
+//! behind a bearer token that can be slowed, taken down or stopped; a throw-away PostgreSQL
 //! database per test.
 
 mod local;
+pub mod lookup_api;
 pub mod ntfy;
 pub mod postgres;
 mod signature;
@@ -13,6 +15,7 @@ pub mod smtp;
 pub mod telegram;
 mod webhook_receiver;
 
+pub use lookup_api::{LookupApi, LookupApiBuilder, LookupRecord, LookupRequest};
 pub use ntfy::{FakeNtfy, NtfyBuilder, NtfyMessage, NtfyRequest};
 pub use telegram::{FakeTelegram, TelegramMessage, TelegramRequest};
 pub use webhook_receiver::{Arrival, ReceivedRequest, ReceiverBuilder, WebhookReceiver};
