@@ -6,18 +6,27 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 
-/// Binds 127.0.0.1 on a free port and serves `app` until the task is aborted. With
-/// `peer_addr`, handlers can extract the client's address (`ConnectInfo<SocketAddr>`).
+/// Binds 127.0.0.1 on a free port.
 ///
 /// # Panics
 /// When no local port can be bound.
-pub(crate) async fn serve(app: Router, peer_addr: bool) -> (SocketAddr, JoinHandle<()>) {
+async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener
         .local_addr()
         .expect("local address of a bound listener");
+    (listener, addr)
+}
+
+/// Binds 127.0.0.1 on a free port and serves `app` until the task is aborted. With
+/// `peer_addr`, handlers can extract the client's address (`ConnectInfo<SocketAddr>`).
+///
+/// # Panics
+/// When no local port can be bound.
+pub(crate) async fn serve(app: Router, peer_addr: bool) -> (SocketAddr, JoinHandle<()>) {
+    let (listener, addr) = bind().await;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -31,6 +40,29 @@ pub(crate) async fn serve(app: Router, peer_addr: bool) -> (SocketAddr, JoinHand
         } else {
             axum::serve(listener, app).await
         };
+    });
+    (addr, server)
+}
+
+/// Like [`serve`], until `stop` fires: then the port is closed, idle keep-alive connections
+/// are closed, answers in flight finish, and the task ends when every connection is gone.
+///
+/// # Panics
+/// When no local port can be bound.
+pub(crate) async fn serve_until(
+    app: Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (SocketAddr, JoinHandle<()>) {
+    let (listener, addr) = bind().await;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
     });
     (addr, server)
 }

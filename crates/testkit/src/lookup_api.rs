@@ -27,7 +27,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
-use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
@@ -152,25 +151,8 @@ impl LookupApiBuilder {
             .fallback(handle)
             .layer(DefaultBodyLimit::max(64 * 1024))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local address of a bound listener");
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        // Graceful shutdown: the listener is closed, idle keep-alive connections are closed,
-        // answers in flight finish; the task ends when every connection is gone.
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await;
-        });
+        let (addr, server) = crate::local::serve_until(app, stop_rx).await;
         LookupApi {
             addr,
             shared,
