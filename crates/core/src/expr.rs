@@ -241,10 +241,8 @@ fn free_variables(
 ) {
     use cel::common::ast::{EntryExpr, Expr as Ast};
     match &e.expr {
-        Ast::Ident(name) => {
-            if !name.starts_with('@') && !scope.iter().any(|s| s == name) {
-                out.insert(name.clone());
-            }
+        Ast::Ident(name) if !name.starts_with('@') && !scope.iter().any(|s| s == name) => {
+            out.insert(name.clone());
         }
         Ast::Call(call) => {
             if let Some(target) = &call.target {

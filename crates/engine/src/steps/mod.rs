@@ -30,7 +30,7 @@ pub(crate) struct RouteSteps {
 enum Step {
     Enrich {
         settings: Box<EnrichSettings>,
-        lookup: Lookup,
+        lookup: Box<Lookup>,
         duration: metrics::Histogram,
     },
     Filter(Filter),
@@ -94,10 +94,12 @@ impl RouteSteps {
         for s in steps {
             out.push(match s {
                 StepSettings::Enrich(e) => Step::Enrich {
-                    lookup: Lookup::new(route, e, clients).map_err(|source| StepBuildError {
-                        route: route.to_owned(),
-                        source,
-                    })?,
+                    lookup: Box::new(Lookup::new(route, e, clients).map_err(|source| {
+                        StepBuildError {
+                            route: route.to_owned(),
+                            source,
+                        }
+                    })?),
                     duration: metrics::histogram!(m::STEP_DURATION, "route" => route.to_owned(), "step" => format!("enrich:{}", e.name)),
                     settings: e.clone(),
                 },

@@ -23,21 +23,49 @@ const BATCH_CT: &str = "application/cloudevents-batch+json";
 const MAX_ATTEMPTS: u32 = 5;
 
 /// Builds the generator's events: a CloudEvent whose `data` is `payload_bytes` of JSON
-/// carrying the event's sequence number and send time.
+/// carrying the event's sequence number and send time (and, for the enrichment scenario, a
+/// `document` to look up).
 #[derive(Debug, Clone)]
 pub(super) struct Payload {
     /// Makes event ids unique per run, so a reused server never sees duplicates.
     tag: String,
     payload_bytes: usize,
+    documents: Documents,
+}
+
+/// Which `document` each event's `data` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Documents {
+    /// No `document` field.
+    None,
+    /// `d-<seq>`: every event its own.
+    Unique,
+    /// `d-<seq mod n>`: `n` documents, repeated in turn.
+    Cycle(u64),
 }
 
 impl Payload {
     pub(super) fn new(tag: String, payload_bytes: usize) -> Self {
-        Self { tag, payload_bytes }
+        Self {
+            tag,
+            payload_bytes,
+            documents: Documents::None,
+        }
+    }
+
+    /// The same events, each naming a document.
+    pub(super) fn with_documents(mut self, documents: Documents) -> Self {
+        self.documents = documents;
+        self
     }
 
     fn push_event(&self, out: &mut String, seq: u64, sent_ns: u64) {
-        let head = format!("{{\"seq\":{seq},\"sent_at_ns\":{sent_ns},\"pad\":\"");
+        let document = match self.documents {
+            Documents::None => String::new(),
+            Documents::Unique => format!("\"document\":\"d-{seq}\","),
+            Documents::Cycle(n) => format!("\"document\":\"d-{}\",", seq % n.max(1)),
+        };
+        let head = format!("{{\"seq\":{seq},\"sent_at_ns\":{sent_ns},{document}\"pad\":\"");
         let pad = self.payload_bytes.saturating_sub(head.len() + 2);
         let _ = write!(
             out,
@@ -456,5 +484,18 @@ mod tests {
         assert_eq!(v[2]["id"], "t-12");
         let v: serde_json::Value = serde_json::from_slice(&p.delivery_like()).expect("json");
         assert_eq!(serde_json::to_string(&v["data"]).expect("data").len(), 300);
+    }
+
+    #[test]
+    fn documents_are_unique_or_cycle() {
+        let p = Payload::new("t".into(), 300).with_documents(Documents::Cycle(5));
+        let (body, _) = p.request(12, 1, 1);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["data"]["document"], "d-2");
+        assert_eq!(serde_json::to_string(&v["data"]).expect("data").len(), 300);
+        let p = p.with_documents(Documents::Unique);
+        let (body, _) = p.request(12, 1, 1);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["data"]["document"], "d-12");
     }
 }

@@ -7,11 +7,14 @@
 //! Files: `scenario` runs one scenario; `load` is the generator and the ceilings;
 //! `receiver` the webhook receiver; `server` the child process; `probe` (over `procfs` and
 //! `store_stats`) the server's memory, CPU, disk and commits; `report` the tables and JSON;
-//! `clock` the shared clock.
+//! `clock` the shared clock; `enrich` the enrichment scenario over `lookup`, its slow
+//! look-up API; `cdc` and `outbox` the database scenarios.
 
 mod cdc;
 mod clock;
+mod enrich;
 mod load;
+mod lookup;
 mod outbox;
 mod probe;
 mod procfs;
@@ -47,7 +50,11 @@ use scenario::{Goal, Plan, Runner};
     batch100-batched  as batch100, and the webhook sends up to 100 events per request\n  \
     steady2k          60,000 events at a steady 2,000/s (p99 end-to-end ≤ 25 ms)\n  \
     idle              a started server's resident memory after 3 s (≤ 30 MB)\n  \
-    all               idle, single, batch100, batch100-batched, steady2k\n\
+    all               idle, single, batch100, batch100-batched, steady2k\n  \
+    enrich            30,000 events, 10 per request, three times through a route to the\n                    \
+    receiver: without steps (the baseline), with an enrich step that asks a\n                    \
+    look-up API answering in --lookup-delay for each event (≥ 2,000/s), and\n                    \
+    with a cache over --lookup-documents repeating documents (not in `all`)\n\
     Every load scenario also checks the server's peak RSS (≤ 200 MB).\n\n\
     Server: by default the bench spawns this executable's `serve` with a temporary data \
     directory and one route (`bench.*`) to one signed webhook at its own receiver. With --url \
@@ -129,6 +136,15 @@ pub(crate) struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pg_url: String,
+    /// `--scenario enrich`: how long the bench's look-up API waits before each answer.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    lookup_delay: Duration,
+    /// `--scenario enrich`: distinct documents in the cached phase (events name them in turn).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    lookup_documents: u64,
+    /// `--scenario enrich`: the enrich step's `concurrency` [default: the step's, 256].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    lookup_concurrency: Option<u64>,
 }
 
 /// The preset scenarios.
@@ -157,6 +173,10 @@ enum ScenarioName {
     /// a bare SQL loop and by Estafeta with status write-back (needs --pg-url).
     #[value(name = "outbox")]
     Outbox,
+    /// A route that looks each event up in a slow HTTP API before delivering: baseline
+    /// without the step, a document per event, repeating documents behind a cache.
+    #[value(name = "enrich")]
+    Enrich,
     /// All of the above.
     #[value(name = "all")]
     All,
@@ -181,6 +201,7 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
             rate,
             dest_batch,
             goal,
+            enrich: None,
         })
     };
     let single = || {
@@ -229,6 +250,7 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
         Some(ScenarioName::Cdc | ScenarioName::Outbox) => Vec::new(),
+        Some(ScenarioName::Enrich) => enrich::plans(args).into_iter().map(Step::Load).collect(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
 }
@@ -236,6 +258,12 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     clock::now_ns();
     let external = match &args.url {
+        Some(_) if args.scenario == Some(ScenarioName::Enrich) => {
+            bail!(
+                "--scenario enrich configures the route's look-up step itself: it spawns its \
+                 own server and cannot be used with --url"
+            );
+        }
         Some(url) => {
             if args.receiver_listen.port() == 0 {
                 bail!(
@@ -281,6 +309,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .push(runner.load(plan, PEAK_RSS_GOAL).await?),
         }
     }
+    enrich::compare_with_baseline(&mut report.scenarios);
     emit(&args, &report, || report.render(args.markdown))?;
     let lost = report.scenarios.iter().any(|s| !s.complete || s.failed > 0);
     let missed = report

@@ -35,6 +35,9 @@ struct Delivered {
 struct Mark {
     seq: Option<u64>,
     sent_at_ns: Option<u64>,
+    /// The look-up's answer, which the enrichment scenario's template puts in the body.
+    #[serde(default)]
+    hits: Option<u64>,
     /// A captured row (`data.after`) carries the mark in its columns.
     #[serde(default)]
     after: Option<RowMark>,
@@ -54,6 +57,7 @@ pub(super) struct Recorder {
     requests: AtomicU64,
     unique: AtomicU64,
     duplicates: AtomicU64,
+    enriched: AtomicU64,
     unmarked: AtomicU64,
     bad_requests: AtomicU64,
     first_ns: AtomicU64,
@@ -69,6 +73,8 @@ pub(super) struct Counts {
     pub(super) unique: u64,
     /// Marked events delivered again.
     pub(super) duplicates: u64,
+    /// Distinct events whose body carried a look-up's answer (`data.hits`).
+    pub(super) enriched: u64,
     /// Events without a (known) mark: raw-ceiling traffic or stray requests.
     pub(super) unmarked: u64,
     /// Bodies that were not JSON.
@@ -86,6 +92,7 @@ impl Recorder {
             requests: AtomicU64::new(0),
             unique: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            enriched: AtomicU64::new(0),
             unmarked: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
             first_ns: AtomicU64::new(u64::MAX),
@@ -94,6 +101,7 @@ impl Recorder {
     }
 
     fn record(&self, mark: Option<Mark>, arrived_ns: u64) {
+        let enriched = mark.as_ref().is_some_and(|m| m.hits.is_some());
         let (Some(seq), Some(sent)) = mark.map_or((None, None), |m| match m.after {
             Some(row) => (row.seq, row.sent_at_ns),
             None => (m.seq, m.sent_at_ns),
@@ -111,6 +119,9 @@ impl Recorder {
             .is_ok()
         {
             self.unique.fetch_add(1, Ordering::Relaxed);
+            if enriched {
+                self.enriched.fetch_add(1, Ordering::Relaxed);
+            }
             self.first_ns.fetch_min(arrived_ns, Ordering::Relaxed);
             self.last_ns.fetch_max(arrived_ns, Ordering::Relaxed);
         } else {
@@ -147,6 +158,7 @@ impl Recorder {
             requests: self.requests.load(Ordering::Relaxed),
             unique: self.unique.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            enriched: self.enriched.load(Ordering::Relaxed),
             unmarked: self.unmarked.load(Ordering::Relaxed),
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
             first_last_ns: (first != u64::MAX).then_some((first, last)),
@@ -262,9 +274,11 @@ mod tests {
         r.handle_body(br#"{"data":{"pad":"x"}}"#);
         r.handle_body(br#"{"data":{"seq":9,"sent_at_ns":0}}"#);
         r.handle_body(b"not json");
+        r.handle_body(br#"{"data":{"seq":2,"sent_at_ns":0,"document":"d-2","hits":3}}"#);
         let c = r.counts();
-        assert_eq!((c.requests, c.unique, c.duplicates), (5, 2, 1));
+        assert_eq!((c.requests, c.unique, c.duplicates), (6, 3, 1));
+        assert_eq!(c.enriched, 1);
         assert_eq!((c.unmarked, c.bad_requests), (2, 1));
-        assert_eq!(r.latencies_ns().count(), 2);
+        assert_eq!(r.latencies_ns().count(), 3);
     }
 }

@@ -4,6 +4,7 @@
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
+use super::enrich::{self, EnrichmentReport};
 use super::probe::Usage;
 use super::store_stats::StoreActivity;
 
@@ -74,6 +75,9 @@ pub(super) struct ScenarioReport {
     pub(super) complete: bool,
     pub(super) targets: Vec<Target>,
     pub(super) notes: Vec<String>,
+    /// The look-up side of an enrichment phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) enrichment: Option<EnrichmentReport>,
 }
 
 /// p50 / p95 / p99 / max in milliseconds.
@@ -125,7 +129,7 @@ fn ratio(value: f64, ceiling: Option<f64>) -> String {
     }
 }
 
-fn new_table(markdown: bool) -> Table {
+pub(super) fn new_table(markdown: bool) -> Table {
     let mut t = Table::new();
     if markdown {
         t.load_preset(presets::ASCII_MARKDOWN);
@@ -141,6 +145,7 @@ impl BenchReport {
             out.push_str(&s.render(self.raw_ceiling_req_per_sec, markdown));
             out.push('\n');
         }
+        out.push_str(&enrich::summary(&self.scenarios, markdown));
         let summary = self.summary(markdown);
         if !summary.is_empty() {
             out.push_str(&summary);
@@ -270,6 +275,7 @@ impl ScenarioReport {
             ],
             ["server disk writes".into(), self.disk_text(), String::new()],
         ];
+        let rows = rows.into_iter().chain(self.enrichment_rows());
         for row in rows {
             t.add_row(row);
         }
@@ -290,6 +296,60 @@ impl ScenarioReport {
             out.push_str(&format!("note: {note}\n"));
         }
         out
+    }
+
+    /// The look-up rows of an enrichment phase.
+    fn enrichment_rows(&self) -> Vec<[String; 3]> {
+        let Some(e) = &self.enrichment else {
+            return Vec::new();
+        };
+        let step = match (e.step, e.cache_ttl, e.documents) {
+            (false, _, _) => "none (baseline)".to_owned(),
+            (true, Some(ttl), Some(n)) => format!("enrich, cache {ttl}, {n} documents"),
+            (true, _, _) => "enrich, no cache, a document per event".to_owned(),
+        };
+        let mut rows = vec![[
+            "route step".into(),
+            format!("{step}; look-up API answers in {:.0} ms", e.lookup_delay_ms),
+            String::new(),
+        ]];
+        if let Some(b) = e.baseline_delivered_per_sec {
+            rows.push([
+                "delivered/s vs the baseline (same run)".into(),
+                format!("{} / {}", thousands(self.delivered_per_sec), thousands(b)),
+                e.vs_baseline
+                    .map_or_else(String::new, |r| format!("{r:.2}× baseline")),
+            ]);
+        }
+        rows.push([
+            "look-up requests / connections (per event)".into(),
+            format!(
+                "{} / {} ({:.3})",
+                thousands_u(e.lookup_requests),
+                thousands_u(e.lookup_connections),
+                e.lookups_per_event
+            ),
+            String::new(),
+        ]);
+        rows.push([
+            "look-ups in flight: mean / max / step concurrency".into(),
+            format!(
+                "{:.0} / {} / {}",
+                e.mean_lookups_in_flight,
+                e.lookup_max_in_flight,
+                e.lookup_concurrency
+                    .map_or_else(|| "-".to_owned(), |c| c.to_string())
+            ),
+            e.concurrency_ceiling_per_sec.map_or_else(String::new, |c| {
+                format!("≤ {} events/s at this delay", thousands(c))
+            }),
+        ]);
+        rows.push([
+            "deliveries carrying the answer".into(),
+            thousands_u(e.enriched_deliveries),
+            String::new(),
+        ]);
+        rows
     }
 
     fn disk_text(&self) -> String {

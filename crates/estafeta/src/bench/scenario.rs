@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::BenchArgs;
 use super::clock::{between, now_ns};
-use super::load::{self, LoadCounters, LoadPlan, Payload, per_sec};
+use super::enrich;
+use super::load::{self, Documents, LoadCounters, LoadPlan, Payload, per_sec};
 use super::probe::{self, Probe};
 use super::procfs::{self, Pid};
 use super::receiver::{Counts, Receiver, Recorder};
@@ -43,6 +44,8 @@ pub(super) struct Plan {
     pub(super) rate: f64,
     pub(super) dest_batch: Option<usize>,
     pub(super) goal: Goal,
+    /// A phase of the enrichment scenario: the route looks events up first.
+    pub(super) enrich: Option<enrich::Phase>,
 }
 
 /// Runs steps with the shared settings; remembers the generator ceilings it measured.
@@ -163,6 +166,8 @@ impl<'a> Runner<'a> {
             keep_data: self.args.keep_data,
             source_yaml: None,
             deliver: true,
+            route_steps: None,
+            route_template: None,
         }
     }
 
@@ -224,14 +229,18 @@ impl<'a> Runner<'a> {
             loopback_any()
         };
         let receiver = Receiver::start(listen, plan.events).await?;
+        let mut lookup = None;
         let (target, base_url, token) = match &self.external {
             Some((url, token)) => {
                 eprintln!("  the server must route `bench.*` to {}", receiver.url());
                 (Sut::External, url.clone(), token.clone())
             }
             None => {
-                let server =
-                    ServerProcess::spawn(&self.spec(receiver.url(), plan.dest_batch)).await?;
+                let mut spec = self.spec(receiver.url(), plan.dest_batch);
+                if let Some(phase) = plan.enrich {
+                    lookup = Some(phase.prepare(args, &mut spec).await?);
+                }
+                let server = ServerProcess::spawn(&spec).await?;
                 if let Some(dir) = server.kept_dir() {
                     eprintln!("  data directory (kept): {}", dir.display());
                 }
@@ -273,7 +282,9 @@ impl<'a> Runner<'a> {
             batch: plan.batch,
             connections: conns,
             rate: plan.rate,
-            payload: self.payload(&plan.name),
+            payload: self
+                .payload(&plan.name)
+                .with_documents(plan.enrich.map_or(Documents::None, |p| p.documents(args))),
             max_duration: args.max_duration,
         };
         let outcome = load::generate(
@@ -338,6 +349,10 @@ impl<'a> Runner<'a> {
             complete,
             targets: Vec::new(),
             notes: Vec::new(),
+            enrichment: plan
+                .enrich
+                .zip(lookup.as_ref())
+                .map(|(phase, l)| phase.report(args, l.counts(), counts, wall)),
         };
         if let Some(busy) = busy_at_start.filter(|b| *b >= 0.3) {
             report.notes.push(format!(

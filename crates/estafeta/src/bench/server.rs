@@ -34,6 +34,10 @@ pub(super) struct ServerSpec {
     pub(super) source_yaml: Option<String>,
     /// Whether the route matches the source's events (`false`: they are only stored).
     pub(super) deliver: bool,
+    /// The route's `steps:` block (YAML, indented as a key of the route), if any.
+    pub(super) route_steps: Option<String>,
+    /// The route target's `template`, if any (default: the structured CloudEvent).
+    pub(super) route_template: Option<String>,
 }
 
 impl ServerSpec {
@@ -61,6 +65,8 @@ impl ServerSpec {
             keep_data: args.keep_data,
             source_yaml: Some(source_yaml),
             deliver,
+            route_steps: None,
+            route_template: None,
         }
     }
 }
@@ -96,12 +102,17 @@ fn config_yaml(spec: &ServerSpec, db_path: &Path, secret: &str) -> anyhow::Resul
         ),
         None => (String::new(), "http", "bench.*"),
     };
+    let steps = spec.route_steps.as_deref().unwrap_or_default();
+    let template = match &spec.route_template {
+        Some(t) => format!("        template: {}\n", quote(t)?),
+        None => String::new(),
+    };
     Ok(format!(
         "# Written by `estafeta bench`.\n\
          server:\n  listen: 127.0.0.1:0\n\
          storage: {storage}\n\
          {sources}\
-         routes:\n  - id: bench\n    from: {from}\n    match: \"{pattern}\"\n    to:\n      - destination: bench-receiver\n\
+         routes:\n  - id: bench\n    from: {from}\n    match: \"{pattern}\"\n{steps}    to:\n      - destination: bench-receiver\n{template}\
          destinations:\n  - id: bench-receiver\n    kind: webhook\n    url: {url}\n    secret: {secret}\n\
          \x20   allow_private_networks: true\n    timeout: 10s\n    concurrency: {conc}\n{batch}\
          \x20   retry:\n      schedule: [0s, 100ms, 500ms, 1s, 2s, 5s]\n",
@@ -298,6 +309,17 @@ async fn keep_tail(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<Stri
     }
 }
 
+/// Writes the config for `spec` and loads it as `estafeta serve` would.
+#[cfg(test)]
+pub(super) fn check_config(spec: &ServerSpec) -> Result<(), String> {
+    let yaml = config_yaml(spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec())
+        .map_err(|e| format!("{e:#}"))?;
+    let lookup = estafeta_config::ProcessLookup::from_env();
+    estafeta_config::load_str(&yaml, "bench.yaml", &lookup)
+        .map(|_| ())
+        .map_err(|e| format!("{yaml}\n{e:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,11 +335,9 @@ mod tests {
             keep_data: false,
             source_yaml: None,
             deliver: true,
+            route_steps: None,
+            route_template: None,
         };
-        let yaml =
-            config_yaml(&spec, Path::new("/tmp/x y/estafeta.db"), &random_whsec()).expect("yaml");
-        let lookup = estafeta_config::ProcessLookup::from_env();
-        let loaded = estafeta_config::load_str(&yaml, "bench.yaml", &lookup);
-        assert!(loaded.is_ok(), "{yaml}\n{:?}", loaded.err());
+        check_config(&spec).expect("a valid config");
     }
 }

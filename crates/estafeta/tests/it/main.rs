@@ -8,6 +8,7 @@
     unreachable_pub
 )]
 
+mod bench_enrich;
 mod cdc;
 mod delivery;
 mod examples;
@@ -16,3 +17,5 @@ mod mail;
 mod notify;
 mod reliability;
 mod server;
+mod steps;
+mod visitor_alert;
