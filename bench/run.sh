@@ -5,6 +5,7 @@
 #   bench/run.sh                 # all scenarios: idle, single, batch100, batch100-batched, steady2k
 #   bench/run.sh single          # one scenario
 #   bench/run.sh cdc             # PostgreSQL capture (also: outbox); needs ESTAFETA_BENCH_PG_URL or the local default
+#   bench/run.sh enrich          # a route with an enrich step against a look-up API answering in 50 ms
 #   bench/run.sh all --connections 128 --check-targets   # extra flags go to `estafeta bench`
 #
 # On a shared machine each step first waits (up to BENCH_QUIET_WAIT, default 180s) for
