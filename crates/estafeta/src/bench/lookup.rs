@@ -3,7 +3,6 @@
 //! waiting request holds no thread) with `{"document": …, "hits": n}`, and counts the
 //! requests, the connections and the most requests it held at once.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +12,7 @@ use anyhow::Context as _;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -120,34 +116,19 @@ async fn accept_loop(
     delay: Duration,
     stop: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of file descriptors or a reset before accept: let the client retry.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        let stats = Arc::clone(&stats);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let stats = Arc::clone(&stats);
-                async move { Ok::<_, Infallible>(answer(&req, &stats, delay).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                _ = conn => {}
-            }
-        });
-    }
+    let counted = Arc::clone(&stats);
+    super::http1::serve(
+        listener,
+        stop,
+        move || {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
+        },
+        move |req| {
+            let stats = Arc::clone(&stats);
+            async move { answer(&req, &stats, delay).await }
+        },
+    )
+    .await;
 }
 
 async fn answer(req: &Request<Incoming>, stats: &Stats, delay: Duration) -> Response<Body> {

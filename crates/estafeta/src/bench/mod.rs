@@ -13,6 +13,7 @@
 mod cdc;
 mod clock;
 mod enrich;
+mod http1;
 mod load;
 mod lookup;
 mod outbox;

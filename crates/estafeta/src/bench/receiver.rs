@@ -2,7 +2,6 @@
 //! and records, per delivered event, its arrival time and the send time the generator put
 //! in its data — lock-free, so it costs as little CPU as possible.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +10,7 @@ use anyhow::Context as _;
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -220,33 +216,16 @@ impl Drop for Receiver {
 }
 
 async fn accept_loop(listener: TcpListener, recorder: Arc<Recorder>, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of file descriptors or a reset before accept: let the client retry.
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let recorder = Arc::clone(&recorder);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let recorder = Arc::clone(&recorder);
-                async move { Ok::<_, Infallible>(answer(req, &recorder).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                _ = conn => {}
-            }
-        });
-    }
+    super::http1::serve(
+        listener,
+        stop,
+        || {},
+        move |req| {
+            let recorder = Arc::clone(&recorder);
+            async move { answer(req, &recorder).await }
+        },
+    )
+    .await;
 }
 
 async fn answer(req: Request<Incoming>, recorder: &Recorder) -> Response<Body> {
