@@ -8,6 +8,7 @@ pub mod auth;
 mod ingest;
 mod ops;
 pub mod problem;
+mod schedules;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub http_sources: Arc<Vec<String>>,
     /// Status of every source (`/v1/sources`, `/readyz`).
     pub sources: estafeta_sources::StatusBoard,
+    /// The running schedules (`/v1/schedules`).
+    pub schedules: estafeta_sources::Schedules,
 }
 
 /// The whole HTTP application.
@@ -53,7 +56,11 @@ pub fn app(state: AppState) -> Router {
         .route("/routes/{id}/replay", post(ops::replay_route))
         .route("/destinations", get(ops::list_destinations))
         .route("/sources", get(ops::list_sources))
-        .route("/sources/{id}", get(ops::get_source));
+        .route("/sources/{id}", get(ops::get_source))
+        .route("/schedules", get(schedules::list_schedules))
+        .route("/schedules/{id}", get(schedules::get_schedule))
+        .route("/schedules/{id}/runs", get(schedules::list_runs))
+        .route("/schedules/{id}/run", post(schedules::run_now));
     let protected = Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics))

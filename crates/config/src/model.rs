@@ -130,6 +130,8 @@ pub enum SourceKind {
     Mysql(Box<crate::mysql_source::MysqlSourceConfig>),
     /// A queue (outbox) table polled in PostgreSQL, MySQL/MariaDB or SQLite.
     Outbox(Box<crate::outbox_source::OutboxSourceConfig>),
+    /// Runs on a cron expression, an interval or once.
+    Schedule(Box<crate::schedule_source::ScheduleSourceConfig>),
 }
 
 /// `kind: http` — the ingest API.
@@ -268,6 +270,10 @@ pub enum DestinationKind {
     GoogleChat(crate::chat_destination::ChatConfig),
     /// E-mail through an SMTP server.
     Smtp(Box<crate::smtp_destination::SmtpConfig>),
+    /// Batches of records as objects in an S3 or S3-compatible bucket.
+    S3(Box<crate::object_destination::S3Config>),
+    /// Batches of records as files under a local directory.
+    File(Box<crate::object_destination::FileConfig>),
 }
 
 /// `kind: webhook`.

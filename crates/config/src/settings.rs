@@ -76,6 +76,10 @@ pub enum DestinationKindSettings {
     Chat(Box<crate::chat_destination::ChatSettings>),
     /// E-mail through an SMTP server.
     Smtp(Box<crate::smtp_destination::SmtpSettings>),
+    /// Objects in an S3 or S3-compatible bucket.
+    S3(Box<crate::object_destination::S3Settings>),
+    /// Files under a local directory.
+    File(Box<crate::object_destination::FileSettings>),
 }
 
 impl DestinationKindSettings {
@@ -88,6 +92,9 @@ impl DestinationKindSettings {
             Self::Chat(c) => c.service.escape(),
             Self::Smtp(s) if s.html => estafeta_core::template::Escape::Html,
             Self::Smtp(_) => estafeta_core::template::Escape::None,
+            // A template's output is parsed as one JSON record: values printed between
+            // quotes cannot break out of their string.
+            Self::S3(_) | Self::File(_) => estafeta_core::template::Escape::Json,
         }
     }
 }

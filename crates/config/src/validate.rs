@@ -81,6 +81,8 @@ pub enum SourceKindSettings {
     Mysql(Box<crate::mysql_source::MysqlSourceSettings>),
     /// Outbox (queue table) polling.
     Outbox(Box<crate::outbox_source::OutboxSourceSettings>),
+    /// A schedule.
+    Schedule(Box<crate::schedule_source::ScheduleSourceSettings>),
 }
 
 impl SourceKindSettings {
@@ -92,6 +94,7 @@ impl SourceKindSettings {
             Self::Postgres(_) => "postgres",
             Self::Mysql(_) => "mysql",
             Self::Outbox(_) => "outbox",
+            Self::Schedule(_) => "schedule",
         }
     }
 }
@@ -323,6 +326,12 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                     None => continue,
                 }
             }
+            SourceKind::Schedule(sc) => {
+                match crate::schedule_source::validate(&mut cx, &format!("sources[{i}]"), sc) {
+                    Some(v) => SourceKindSettings::Schedule(Box::new(v)),
+                    None => continue,
+                }
+            }
         };
         sources.push(SourceSettings {
             id: s.id.value.clone(),
@@ -432,6 +441,14 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             DestinationKind::Smtp(m) => {
                 crate::smtp_destination::validate(&mut cx, &p, &d.id.value, m)
                     .map(|s| DestinationKindSettings::Smtp(Box::new(s)))
+            }
+            DestinationKind::S3(o) => {
+                crate::object_destination::validate_s3(&mut cx, &p, &d.id.value, o)
+                    .map(|s| DestinationKindSettings::S3(Box::new(s)))
+            }
+            DestinationKind::File(o) => {
+                crate::object_destination::validate_file(&mut cx, &p, &d.id.value, o)
+                    .map(|s| DestinationKindSettings::File(Box::new(s)))
             }
         };
         if let Some(kind) = kind {

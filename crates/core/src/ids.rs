@@ -1,4 +1,4 @@
-//! Typed, prefixed identifiers (`evt_…`, `dlv_…`, `att_…`) built on ULIDs, so ids sort by
+//! Typed, prefixed identifiers (`evt_…`, `dlv_…`, `att_…`, `run_…`) built on ULIDs, so ids sort by
 //! creation time and can never be mixed up across kinds.
 
 use std::fmt;
@@ -111,6 +111,10 @@ typed_id!(
 typed_id!(
     /// Identifies one attempt of a delivery.
     AttemptId, "att_", "attempt"
+);
+typed_id!(
+    /// Identifies one run of a schedule (a tick, a catch-up after downtime, or a manual run).
+    ScheduleRunId, "run_", "schedule run"
 );
 
 #[cfg(test)]

@@ -36,3 +36,16 @@ pub const SOURCE_SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
 pub const SOURCE_SLOT_RETAINED_WAL: &str = "estafeta_source_slot_retained_wal_bytes";
 /// Gauge: bytes from a slot's confirmed position to the server's WAL position, by `source`.
 pub const SOURCE_SLOT_LAG: &str = "estafeta_source_slot_lag_bytes";
+/// Counter: schedule runs that ended, by `schedule` and `status` (`succeeded`, `failed`,
+/// `skipped`).
+pub const SCHEDULE_RUNS: &str = "estafeta_schedule_runs_total";
+/// Histogram (seconds): from a schedule's tick (plus its jitter) to the start of its run, by
+/// `priority` (the queue it waited in): the firing accuracy.
+pub const SCHEDULE_FIRE_DELAY: &str = "estafeta_schedule_fire_delay_seconds";
+/// Histogram (seconds): duration of a schedule run, by `schedule`.
+pub const SCHEDULE_RUN_DURATION: &str = "estafeta_schedule_run_duration_seconds";
+/// Counter: times a schedule found ticks it missed (downtime, a clock jump), by `schedule`
+/// and `misfire` (`run_once`: one catch-up run; `skip`: none).
+pub const SCHEDULE_MISFIRES: &str = "estafeta_schedule_misfires_total";
+/// Gauge: schedule runs waiting for a worker, by `priority` (`high`, `normal`, `low`).
+pub const SCHEDULE_QUEUE_DEPTH: &str = "estafeta_schedule_queue_depth";

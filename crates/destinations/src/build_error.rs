@@ -97,6 +97,15 @@ pub enum BuildError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// The S3 client could not be built from the settings.
+    #[error("destination `{id}`: the S3 client cannot be built")]
+    ObjectStore {
+        /// Destination id.
+        id: String,
+        /// object_store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("destination `{id}`: the HTTP client cannot be built")]
     HttpClient {

@@ -1,7 +1,8 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
 //! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`], [`chat`] for
-//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail) and implements
+//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail, [`object`] for S3 buckets and
+//! local directories) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
 //! place a new kind is wired in. HTTP destinations get their pooled clients from
@@ -17,6 +18,7 @@ pub mod chat;
 mod http_client;
 pub mod lookup;
 pub mod ntfy;
+pub mod object;
 pub mod registry;
 pub mod smtp;
 pub mod telegram;
@@ -27,6 +29,7 @@ pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
 pub use lookup::{Lookup, LookupAnswer, LookupFailure, LookupRequest};
 pub use ntfy::Ntfy;
+pub use object::ObjectStorage;
 pub use registry::build;
 pub use smtp::Smtp;
 pub use telegram::Telegram;

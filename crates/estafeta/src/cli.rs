@@ -1,5 +1,5 @@
-//! The command line (clap): `serve`, `check`, `events`, `deliveries`, `sources`, `replay`,
-//! `bench`, `secret`.
+//! The command line (clap): `serve`, `check`, `events`, `deliveries`, `sources`,
+//! `schedules`, `replay`, `bench`, `secret`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,9 @@ enum Command {
     /// Show the sources of a running server: state, snapshot progress, slot health.
     #[command(subcommand)]
     Sources(crate::sources_cmd::SourcesCommand),
+    /// List schedules, run one now, show a schedule's run history.
+    #[command(subcommand)]
+    Schedules(crate::schedules_cmd::SchedulesCommand),
     /// Send a route's events again from a point in the log.
     Replay(crate::client::ReplayArgs),
     /// Load-test the real server end to end and report throughput and latency.
@@ -96,6 +99,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(c) => crate::client::events(c).await,
         Command::Deliveries(c) => crate::client::deliveries(c).await,
         Command::Sources(c) => crate::sources_cmd::run(c).await,
+        Command::Schedules(c) => crate::schedules_cmd::run(c).await,
         Command::Replay(a) => crate::client::replay(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Secret(SecretCommand::Generate) => {

@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod cli;
 mod client;
+mod schedules_cmd;
 mod serve;
 mod sources_cmd;
 

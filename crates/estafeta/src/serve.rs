@@ -122,6 +122,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
                 .collect(),
         ),
         sources: sources.board().clone(),
+        schedules: sources.schedules().clone(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();

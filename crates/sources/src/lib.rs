@@ -1,5 +1,5 @@
-//! Sources that bring events in by themselves — today PostgreSQL change data capture — and
-//! the board where each reports how it is doing. Every source appends through an
+//! Sources that bring events in by themselves — database change data capture, outbox
+//! tables, schedules — and the board where each reports how it is doing. Every source appends through an
 //! [`EventSink`] and acknowledges upstream only after the sink says the events are durable.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -9,6 +9,7 @@ pub mod outbox;
 mod pipeline;
 pub mod postgres;
 mod row_change;
+pub mod schedule;
 mod sink;
 mod status;
 mod supervisor;
@@ -19,6 +20,7 @@ use estafeta_config::{SourceKindSettings, SourceSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use schedule::Schedules;
 pub use sink::{EventSink, SinkError};
 pub use status::{
     SlotStats, SnapshotProgress, SourceState, SourceStatus, StatusBoard, TableProgress,
@@ -60,6 +62,7 @@ impl<S> std::ops::Deref for Source<S> {
 #[derive(Clone)]
 pub struct Sources {
     board: StatusBoard,
+    schedules: Schedules,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -75,6 +78,7 @@ impl Sources {
         let board = StatusBoard::default();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let mut schedules = Vec::new();
         for s in sources {
             let ctx = |kind: &'static str| {
                 board.register(&s.id, kind, SourceState::Starting);
@@ -100,11 +104,15 @@ impl Sources {
                     let outbox = Source::new(ctx("outbox"), (**ob).clone());
                     tracker.spawn(outbox.run());
                 }
+                SourceKindSettings::Schedule(sc) => schedules.push((s.id.clone(), (**sc).clone())),
             }
         }
+        // All schedules share one scheduler and one pool of workers.
+        let schedules = Schedules::start(schedules, sink, cursors, &board, &cancel, &tracker);
         tracker.close();
         Self {
             board,
+            schedules,
             cancel,
             tracker,
         }
@@ -114,6 +122,12 @@ impl Sources {
     #[must_use]
     pub fn board(&self) -> &StatusBoard {
         &self.board
+    }
+
+    /// The running schedules (`/v1/schedules`).
+    #[must_use]
+    pub fn schedules(&self) -> &Schedules {
+        &self.schedules
     }
 
     /// Stops intake: each source finishes storing what it read, acknowledges it upstream and

@@ -1,4 +1,5 @@
-//! Durable storage for events, deliveries, attempts, source cursors and settings.
+//! Durable storage for events, deliveries, attempts, schedule runs, source cursors and
+//! settings.
 //!
 //! [`Store`] is the one interface the engine and the API use. [`SqliteStore`] is the embedded
 //! implementation (WAL, one writer thread that commits many appends per transaction); a
@@ -6,15 +7,18 @@
 //! behaviour suite.
 
 mod model;
+mod schedule_runs;
 mod sqlite;
 
 pub use model::{
     AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page,
 };
+pub use schedule_runs::{LastTick, RunClaim, RunFinish, RunStatus, RunTrigger, ScheduleRun};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use async_trait::async_trait;
-use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, TenantId};
+use chrono::{DateTime, Utc};
+use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, ScheduleRunId, TenantId};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +144,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a setting durably.
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+
+    /// Claims schedule runs durably, before they run. A claim is recorded unless a run of
+    /// the same schedule for the same `scheduled_at` already is (whoever recorded it: this
+    /// process before a restart, or another process on the same store); manual runs are
+    /// never refused. Answers, in order, whether each claim was recorded by this call.
+    async fn claim_runs(&self, claims: Vec<RunClaim>) -> StoreResult<Vec<bool>>;
+
+    /// Marks a queued run as running from `started_at`, durably; a run that is no longer
+    /// queued is left as it is.
+    async fn start_run(&self, id: ScheduleRunId, started_at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Records how a run ended, durably. Callers record what the run produced (its events)
+    /// before they call this with `succeeded`.
+    async fn finish_run(&self, finish: RunFinish) -> StoreResult<()>;
+
+    /// A page of a schedule's runs, newest (last claimed) first.
+    async fn list_runs(
+        &self,
+        schedule_id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> StoreResult<Page<ScheduleRun>>;
+
+    /// The latest claimed tick of every schedule that has one (manual runs do not count):
+    /// where a schedule resumes after a restart.
+    async fn last_ticks(&self) -> StoreResult<Vec<LastTick>>;
+
+    /// Marks the `queued` and `running` runs of these schedules `failed` with `reason`
+    /// (a process stopped before they finished); answers how many there were.
+    async fn fail_unfinished_runs(&self, schedule_ids: &[String], reason: &str)
+    -> StoreResult<u64>;
 
     /// Checks that the store answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

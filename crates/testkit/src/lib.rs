@@ -4,10 +4,11 @@
 //! and record what they accept; an SMTP server that authenticates, answers scripted
 //! refusals and records (and parses) the messages it takes; a "person records" look-up API
 //! behind a bearer token that can be slowed, taken down or stopped; a throw-away PostgreSQL
-//! database per test.
+//! database per test; a real S3-compatible server (moto) per test.
 
 mod local;
 pub mod lookup_api;
+pub mod moto;
 pub mod ntfy;
 pub mod postgres;
 mod signature;
@@ -16,6 +17,7 @@ pub mod telegram;
 mod webhook_receiver;
 
 pub use lookup_api::{LookupApi, LookupApiBuilder, LookupRecord, LookupRequest};
+pub use moto::Moto;
 pub use ntfy::{FakeNtfy, NtfyBuilder, NtfyMessage, NtfyRequest};
 pub use telegram::{FakeTelegram, TelegramMessage, TelegramRequest};
 pub use webhook_receiver::{Arrival, ReceivedRequest, ReceiverBuilder, WebhookReceiver};

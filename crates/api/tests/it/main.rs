@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod schedules;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -30,6 +32,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         metrics: None,
         http_sources: Arc::new(vec!["http".to_owned()]),
         sources: estafeta_sources::StatusBoard::default(),
+        schedules: estafeta_sources::Schedules::default(),
     }
 }
 
@@ -98,6 +101,10 @@ async fn every_v1_route_needs_a_token() {
         ("GET", "/v1/routes"),
         ("POST", "/v1/routes/r/replay"),
         ("GET", "/v1/destinations"),
+        ("GET", "/v1/schedules"),
+        ("GET", "/v1/schedules/nightly"),
+        ("GET", "/v1/schedules/nightly/runs"),
+        ("POST", "/v1/schedules/nightly/run"),
         ("GET", "/metrics"),
     ] {
         let r = Request::builder()
@@ -273,11 +280,15 @@ async fn the_openapi_document_matches_the_router() {
         "GET /v1/events",
         "GET /v1/events/{id}",
         "GET /v1/routes",
+        "GET /v1/schedules",
+        "GET /v1/schedules/{id}",
+        "GET /v1/schedules/{id}/runs",
         "GET /v1/sources",
         "GET /v1/sources/{id}",
         "POST /v1/deliveries/{id}/retry",
         "POST /v1/events",
         "POST /v1/routes/{id}/replay",
+        "POST /v1/schedules/{id}/run",
     ];
     routed.sort_unstable();
     assert_eq!(documented, routed);

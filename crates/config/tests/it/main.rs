@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod object;
 mod steps;
 
 use estafeta_config::{Lookup, SourceKindSettings, StorageSettings, load_str};

@@ -1,7 +1,9 @@
-//! Integration tests of the destinations against the local webhook receiver and SMTP server.
+//! Integration tests of the destinations against the local webhook receiver and SMTP server,
+//! and of object storage against a real S3-compatible server (moto) and a directory.
 
 #![allow(clippy::unwrap_used)]
 
 mod lookup;
+mod object;
 mod smtp;
 mod webhook;

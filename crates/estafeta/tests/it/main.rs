@@ -1,5 +1,6 @@
-//! End-to-end tests: the real `estafeta` binary, a real SQLite store on disk, and a local
-//! webhook receiver that verifies Standard Webhooks signatures.
+//! End-to-end tests: the real `estafeta` binary, a real SQLite store on disk, and local peers
+//! (a webhook receiver that verifies Standard Webhooks signatures, chat and mail servers, an
+//! S3-compatible server).
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +16,9 @@ mod examples;
 mod ingest;
 mod mail;
 mod notify;
+mod object_storage;
 mod reliability;
+mod schedules;
 mod server;
 mod steps;
 mod visitor_alert;

@@ -6,3 +6,4 @@ mod harness;
 mod mysql;
 mod outbox;
 mod postgres;
+mod schedule_accuracy;

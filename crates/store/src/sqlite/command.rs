@@ -1,12 +1,13 @@
 //! What travels to the writer thread: a write operation, the waiter for its answer, and the
 //! dispatch from an operation to its SQL in `write_ops`.
 
-use estafeta_core::{Delivery, DeliveryId};
+use estafeta_core::{Delivery, DeliveryId, ScheduleRunId};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::codec::{AttemptRow, DeliveryRow};
 use super::errors::unavailable_bare;
+use super::runs::{self, ClaimRow, FinishRow};
 use super::write_ops::{self, AppendItem, Clock};
 use crate::{AppendOutcome, StoreResult};
 
@@ -18,9 +19,28 @@ pub(crate) enum Op {
     Append(Vec<AppendItem>),
     RecordAttempts(Vec<AttemptRow>),
     InsertDeliveries(Vec<DeliveryRow>),
-    Requeue { tenant: String, id: DeliveryId },
-    PutCursor { source_id: String, value: String },
-    PutSetting { name: String, value: String },
+    Requeue {
+        tenant: String,
+        id: DeliveryId,
+    },
+    PutCursor {
+        source_id: String,
+        value: String,
+    },
+    PutSetting {
+        name: String,
+        value: String,
+    },
+    ClaimRuns(Vec<ClaimRow>),
+    StartRun {
+        id: ScheduleRunId,
+        started_at: String,
+    },
+    FinishRun(FinishRow),
+    FailUnfinishedRuns {
+        schedule_ids: Vec<String>,
+        reason: String,
+    },
 }
 
 /// A command's result, held until its transaction has committed.
@@ -28,6 +48,8 @@ pub(crate) enum Answer {
     Outcomes(Vec<AppendOutcome>),
     Unit,
     Delivery(Option<Delivery>),
+    Claims(Vec<bool>),
+    Count(u64),
 }
 
 /// Whoever waits for one command.
@@ -35,6 +57,8 @@ pub(crate) enum Waiter {
     Append(Reply<Vec<AppendOutcome>>),
     Unit(Reply<()>),
     Requeue(Reply<Option<Delivery>>),
+    Claims(Reply<Vec<bool>>),
+    Count(Reply<u64>),
 }
 
 /// An operation and its waiter.
@@ -56,6 +80,13 @@ impl Op {
                 value: b,
             }
             | Self::PutSetting { name: a, value: b } => 100 + a.len() + b.len(),
+            Self::ClaimRuns(rows) => rows.iter().map(ClaimRow::weight).sum(),
+            Self::StartRun { .. } => 100,
+            Self::FinishRun(row) => row.weight(),
+            Self::FailUnfinishedRuns {
+                schedule_ids,
+                reason,
+            } => 100 + reason.len() + schedule_ids.iter().map(String::len).sum::<usize>(),
         }
     }
 
@@ -78,6 +109,15 @@ impl Op {
             Self::PutSetting { name, value } => {
                 write_ops::put_setting(conn, name, value).map(|()| Answer::Unit)
             }
+            Self::ClaimRuns(rows) => runs::claim(conn, rows, clock).map(Answer::Claims),
+            Self::StartRun { id, started_at } => {
+                runs::start(conn, *id, started_at).map(|()| Answer::Unit)
+            }
+            Self::FinishRun(row) => runs::finish(conn, row).map(|()| Answer::Unit),
+            Self::FailUnfinishedRuns {
+                schedule_ids,
+                reason,
+            } => runs::fail_unfinished(conn, schedule_ids, reason, clock).map(Answer::Count),
         }
     }
 }
@@ -102,6 +142,18 @@ impl Waiter {
             Self::Requeue(tx) => {
                 let _ = tx.send(result.and_then(|a| match a {
                     Answer::Delivery(d) => Ok(d),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Self::Claims(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Claims(v) => Ok(v),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Self::Count(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Count(n) => Ok(n),
                     _ => Err(mismatch()),
                 }));
             }

@@ -13,6 +13,7 @@ mod command;
 mod connection;
 mod errors;
 mod queries;
+mod runs;
 mod schema;
 mod write_ops;
 mod writer;
@@ -22,18 +23,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, TenantId};
+use estafeta_core::{Attempt, Delivery, DeliveryId, Event, EventId, ScheduleRunId, TenantId};
 
 use self::checkpoint::Checkpointer;
 use self::codec::{AttemptRow, DeliveryRow, EventRow};
 use self::command::{Op, Waiter};
 use self::connection::{ReaderPool, open_writer};
 use self::errors::unavailable;
+use self::runs::{ClaimRow, FinishRow};
 use self::write_ops::AppendItem;
 use self::writer::WriterHandle;
 use crate::{
-    AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page, Store,
-    StoreResult,
+    AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, LastTick, NewEvent,
+    Page, RunClaim, RunFinish, ScheduleRun, Store, StoreResult,
 };
 
 /// How to open a [`SqliteStore`].
@@ -316,6 +318,62 @@ impl Store for SqliteStore {
         self.writer
             .submit(Op::PutSetting { name, value }, Waiter::Unit)
             .await
+    }
+
+    async fn claim_runs(&self, claims: Vec<RunClaim>) -> StoreResult<Vec<bool>> {
+        if claims.is_empty() {
+            self.writer.ensure_open()?;
+            return Ok(Vec::new());
+        }
+        let rows = claims.into_iter().map(ClaimRow::encode).collect();
+        self.writer
+            .submit(Op::ClaimRuns(rows), Waiter::Claims)
+            .await
+    }
+
+    async fn start_run(&self, id: ScheduleRunId, started_at: DateTime<Utc>) -> StoreResult<()> {
+        let started_at = codec::ts(&started_at);
+        self.writer
+            .submit(Op::StartRun { id, started_at }, Waiter::Unit)
+            .await
+    }
+
+    async fn finish_run(&self, finish: RunFinish) -> StoreResult<()> {
+        self.writer
+            .submit(Op::FinishRun(FinishRow::encode(finish)), Waiter::Unit)
+            .await
+    }
+
+    async fn list_runs(
+        &self,
+        schedule_id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> StoreResult<Page<ScheduleRun>> {
+        let schedule_id = schedule_id.to_owned();
+        self.readers
+            .run(move |c| runs::list(c, &schedule_id, limit, cursor.as_deref()))
+            .await
+    }
+
+    async fn last_ticks(&self) -> StoreResult<Vec<LastTick>> {
+        self.readers.run(runs::last_ticks).await
+    }
+
+    async fn fail_unfinished_runs(
+        &self,
+        schedule_ids: &[String],
+        reason: &str,
+    ) -> StoreResult<u64> {
+        if schedule_ids.is_empty() {
+            self.writer.ensure_open()?;
+            return Ok(0);
+        }
+        let op = Op::FailUnfinishedRuns {
+            schedule_ids: schedule_ids.to_vec(),
+            reason: reason.to_owned(),
+        };
+        self.writer.submit(op, Waiter::Count).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

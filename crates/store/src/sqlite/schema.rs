@@ -120,6 +120,30 @@ CREATE TABLE settings (
     r"
 ALTER TABLE attempts ADD COLUMN steps TEXT;
 ",
+    // 3: schedule runs. A tick is claimed by inserting its row before it runs; the unique
+    // index on `(schedule_id, scheduled_at)` is what lets a tick be claimed only once, by
+    // one process, even across restarts. Manual runs (`trigger = 'manual'`) stand for no
+    // tick and are left out of it, so asking for a run twice in one instant records two.
+    // The same partial index answers "latest tick per schedule" (where a schedule resumes);
+    // `(schedule_id, id)` lists a schedule's runs newest first.
+    r"
+CREATE TABLE schedule_runs (
+    id           TEXT PRIMARY KEY NOT NULL,
+    schedule_id  TEXT NOT NULL,
+    scheduled_at TEXT NOT NULL,
+    trigger      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    claimed_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT,
+    records      INTEGER NOT NULL DEFAULT 0,
+    error        TEXT,
+    next_fire_at TEXT
+) WITHOUT ROWID, STRICT;
+CREATE UNIQUE INDEX schedule_runs_tick ON schedule_runs (schedule_id, scheduled_at)
+    WHERE trigger <> 'manual';
+CREATE INDEX schedule_runs_schedule_id ON schedule_runs (schedule_id, id);
+",
 ];
 
 /// The schema version this build writes.

@@ -2,6 +2,7 @@
 //! fresh database in its own temporary folder per test), SQLite-only checks (time
 //! bounds at millisecond edges among them), and a throughput check run by hand.
 
+mod shared_file;
 mod sqlite;
 mod suite;
 mod throughput;
@@ -61,6 +62,12 @@ sqlite_suite!(
     lifecycle::cursors_and_settings_round_trip,
     lifecycle::close_then_write_is_unavailable,
     lifecycle::close_finishes_queued_writes,
+    schedules::a_tick_is_claimed_once,
+    schedules::concurrent_claims_have_one_winner_per_tick,
+    schedules::a_run_moves_through_its_states,
+    schedules::runs_list_newest_first_in_pages,
+    schedules::last_ticks_per_schedule,
+    schedules::unfinished_runs_are_failed_after_a_restart,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,16 +167,17 @@ async fn a_version_1_database_is_migrated_and_old_attempts_have_no_steps() {
     store.close().await;
     drop(store);
 
-    // Undo migration 2, then record an attempt in the version-1 columns.
+    // Undo migrations 3 and 2, then record an attempt in the version-1 columns.
     assert_eq!(
         SqliteStore::supported_schema_version(),
-        2,
+        3,
         "a newer migration exists: undo it here too to rebuild a version-1 file"
     );
     let conn = Connection::open(db_path(&dir)).expect("raw open");
     conn.execute_batch(
-        "ALTER TABLE attempts DROP COLUMN steps;
-         DELETE FROM schema_migrations WHERE version = 2;",
+        "DROP TABLE schedule_runs;
+         ALTER TABLE attempts DROP COLUMN steps;
+         DELETE FROM schema_migrations WHERE version IN (2, 3);",
     )
     .expect("back to version 1");
     let old_id = AttemptId::new();
@@ -192,7 +193,16 @@ async fn a_version_1_database_is_migrated_and_old_attempts_have_no_steps() {
     let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
         .await
         .expect("open and migrate");
-    assert_eq!(store.schema_version(), 2);
+    assert_eq!(store.schema_version(), 3);
+    let claim = crate::suite::schedules::claim(
+        "nightly",
+        chrono::Utc::now(),
+        estafeta_store::RunTrigger::Tick,
+    );
+    assert_eq!(
+        store.claim_runs(vec![claim]).await.expect("runs table"),
+        [true]
+    );
     let old = store.attempts(d.id).await.expect("old attempts");
     assert_eq!(old.len(), 1);
     assert_eq!(

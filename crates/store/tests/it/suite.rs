@@ -5,6 +5,7 @@ pub(crate) mod deliveries;
 pub(crate) mod events;
 pub(crate) mod filtered;
 pub(crate) mod lifecycle;
+pub(crate) mod schedules;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
