@@ -231,14 +231,16 @@ impl TemplateSet {
             .env
             .get_template(name)
             .map_err(|e| TemplateError::from_minijinja(name, &e))?;
-        let ctx = context_for(event, extra);
+        let ctx = event_context(event, extra);
         tmpl.render(minijinja::value::Serde(ctx))
             .map_err(|e| TemplateError::from_minijinja(name, &e))
     }
 }
 
-/// The names a template sees: the same as a filter expression's.
-fn context_for(event: &Event, extra: &[(&str, &Value)]) -> Value {
+/// The names a template sees for `event`: the same as a filter expression's, plus `extra`
+/// (for example the names a route's steps bound).
+#[must_use]
+pub fn event_context(event: &Event, extra: &[(&str, &Value)]) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), Value::from(event.ce_id.as_str()));
     m.insert("source".into(), Value::from(event.ce_source.as_str()));

@@ -16,10 +16,10 @@
 //! | `extension` | `csv`, `jsonl`, `json`, with `.gz` when compressed |
 //! | `first` | the first record's event, with the names a route template sees (`first.data.region`, `first.type`, `first.subject`, …) |
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use estafeta_core::{DeliveryId, Event};
 use minijinja::{Environment, UndefinedBehavior};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const NAME: &str = "key";
 
@@ -117,33 +117,8 @@ fn context(batch: &Batch<'_>, part: usize, records: usize) -> Value {
         "parts": batch.parts,
         "records": records,
         "extension": batch.extension,
-        "first": event_names(batch.first_event),
+        "first": estafeta_core::template::event_context(batch.first_event, &[]),
     })
-}
-
-/// The names a route template sees for `event` (see `estafeta_core::template`).
-fn event_names(event: &Event) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), Value::from(event.ce_id.as_str()));
-    m.insert("source".into(), Value::from(event.ce_source.as_str()));
-    m.insert("type".into(), Value::from(event.ty.as_str()));
-    m.insert(
-        "subject".into(),
-        Value::from(event.subject.clone().unwrap_or_default()),
-    );
-    m.insert(
-        "key".into(),
-        Value::from(event.key.clone().unwrap_or_default()),
-    );
-    m.insert("tenant".into(), Value::from(event.tenant.as_str()));
-    m.insert(
-        "time".into(),
-        Value::from(event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-    );
-    m.insert("data".into(), event.data.clone().unwrap_or(Value::Null));
-    m.insert("extensions".into(), Value::Object(event.extensions.clone()));
-    m.insert("event".into(), event.to_cloudevent());
-    Value::Object(m)
 }
 
 #[cfg(test)]
