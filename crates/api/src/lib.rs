@@ -5,10 +5,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;
+mod credentials;
 mod ingest;
 mod ops;
+mod plugins;
 pub mod problem;
+mod purge;
 mod schedules;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -17,7 +21,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use estafeta_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -42,11 +46,16 @@ pub struct AppState {
     pub sources: estafeta_sources::StatusBoard,
     /// The running schedules (`/v1/schedules`).
     pub schedules: estafeta_sources::Schedules,
+    /// Secrets and credentials, sealed with the master key (`/v1/secrets`,
+    /// `/v1/credentials`).
+    pub vault: estafeta_store::vault::Vault,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
+        .route("/purge", post(purge::purge))
+        .route("/audit", get(purge::list_audit))
         .route("/events", post(ingest::post_events).get(ops::list_events))
         .route("/events/{id}", get(ops::get_event))
         .route("/deliveries", get(ops::list_deliveries))
@@ -57,10 +66,23 @@ pub fn app(state: AppState) -> Router {
         .route("/destinations", get(ops::list_destinations))
         .route("/sources", get(ops::list_sources))
         .route("/sources/{id}", get(ops::get_source))
+        .route("/plugins", get(plugins::list_plugins))
         .route("/schedules", get(schedules::list_schedules))
         .route("/schedules/{id}", get(schedules::get_schedule))
         .route("/schedules/{id}/runs", get(schedules::list_runs))
-        .route("/schedules/{id}/run", post(schedules::run_now));
+        .route("/schedules/{id}/run", post(schedules::run_now))
+        .route("/secrets", get(secrets::list_secrets))
+        .route(
+            "/secrets/{name}",
+            put(secrets::put_secret).delete(secrets::delete_secret),
+        )
+        .route("/credentials", get(credentials::list_credentials))
+        .route(
+            "/credentials/{name}",
+            get(credentials::get_credential)
+                .put(credentials::put_credential)
+                .delete(credentials::delete_credential),
+        );
     let protected = Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(metrics))

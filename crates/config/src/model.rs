@@ -27,6 +27,8 @@ pub struct ConfigFile {
     pub routes: Vec<RouteConfig>,
     /// Destinations events are delivered to.
     pub destinations: Vec<DestinationConfig>,
+    /// Retention policies for events and objects (see `docs/retention.md`).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// `server:` — the API listener.

@@ -68,6 +68,10 @@ pub struct ScheduleSourceConfig {
     /// The `data` of the event each run emits: any YAML/JSON value (default none).
     #[serde(default)]
     pub data: Option<serde_json::Value>,
+    /// Pull through a provider instead of emitting one event: `{ kind: http, … }` (see
+    /// `docs/sources/providers.md`). Not with `type` or `data`.
+    #[serde(default)]
+    pub provider: Option<crate::provider::ProviderConfig>,
 }
 
 /// What to do about missed ticks.
@@ -142,8 +146,7 @@ impl Overlap {
     }
 }
 
-/// What one run does. Today a run emits one event; pulling through a provider is the next
-/// kind of job.
+/// What one run does: emit one event, or pull records through a provider.
 #[derive(Debug, Clone)]
 pub enum JobSettings {
     /// Emit one event of this type with this data.
@@ -153,6 +156,8 @@ pub enum JobSettings {
         /// The event's data.
         data: Option<serde_json::Value>,
     },
+    /// Pull records through a provider and emit them.
+    Provider(crate::provider::ProviderSettings),
 }
 
 /// A validated schedule source.
@@ -263,6 +268,25 @@ pub(crate) fn validate(
         }
         Some(t) => t.to_owned(),
     };
+    let job = match &c.provider {
+        None => JobSettings::Emit {
+            event_type,
+            data: c.data.clone(),
+        },
+        Some(provider) => {
+            if c.event_type.is_some() || c.data.is_some() {
+                cx.err_here(
+                    format!("{p}.provider"),
+                    "a schedule with a `provider` emits what the provider pulls: set the event type under `provider.emit.type` and remove `type` and `data`",
+                );
+            }
+            JobSettings::Provider(crate::provider::validate(
+                cx,
+                &format!("{p}.provider"),
+                provider,
+            )?)
+        }
+    };
     Some(ScheduleSourceSettings {
         timing,
         spec_key,
@@ -271,10 +295,7 @@ pub(crate) fn validate(
         misfire: c.misfire,
         priority: c.priority,
         overlap: c.overlap,
-        job: JobSettings::Emit {
-            event_type,
-            data: c.data.clone(),
-        },
+        job,
     })
 }
 

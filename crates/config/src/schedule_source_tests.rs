@@ -26,7 +26,9 @@ fn defaults() {
         (s.misfire, s.priority, s.overlap),
         (Misfire::RunOnce, Priority::Normal, Overlap::Skip)
     );
-    let JobSettings::Emit { event_type, data } = &s.job;
+    let JobSettings::Emit { event_type, data } = &s.job else {
+        unreachable!()
+    };
     assert_eq!((event_type.as_str(), data), ("schedule.fired", &None));
 }
 
@@ -48,7 +50,9 @@ fn every_setting() {
         (s.misfire, s.priority, s.overlap),
         (Misfire::Skip, Priority::High, Overlap::Queue)
     );
-    let JobSettings::Emit { event_type, data } = &s.job;
+    let JobSettings::Emit { event_type, data } = &s.job else {
+        unreachable!()
+    };
     assert_eq!(event_type, "sales.pull");
     assert_eq!(
         data,
@@ -112,4 +116,56 @@ fn problems_name_their_field() {
     assert!(e.contains("misfire") || e.contains("burst"), "{e}");
     let e = load("    every: 1m\n    colour: red\n").unwrap_err();
     assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn a_provider_job() {
+    let s = load(
+        "    every: 1h\n    provider:\n      kind: http\n      url: \"https://api.example/v1/sales?day={{ yesterday }}\"\n      \
+         auth: { kind: api_key, header: X-Api-Key, value: k }\n      pagination: { kind: page_number, size: 50 }\n      \
+         records: $.data[*]\n      cursor: { field: updated_at }\n      rate_limit: 5/s\n      emit: { per: run, type: partner.sales }\n",
+    )
+    .unwrap();
+    let JobSettings::Provider(crate::provider::ProviderSettings::Http(h)) = &s.job else {
+        unreachable!()
+    };
+    assert_eq!(h.method, "GET");
+    assert_eq!(h.event_type, "partner.sales");
+    assert_eq!(
+        h.cursor.as_ref().map(|c| c.0.as_str()),
+        Some("$['updated_at']")
+    );
+    assert_eq!(h.rate_limit.map(|r| r.count), Some(5));
+    assert!(matches!(
+        h.pagination,
+        crate::provider_http::PaginationSettings::PageNumber {
+            start: 1,
+            size: Some(50),
+            ..
+        }
+    ));
+    assert!(format!("{:?}", h.auth).contains("redacted"));
+}
+
+#[test]
+fn provider_problems_are_reported_at_their_field() {
+    let e = load(
+        "    every: 1h\n    type: x\n    provider:\n      kind: http\n      url: \"https://a/{{ x\"\n      \
+         auth: { kind: api_key, header: A, query: b, value: k }\n      pagination: { kind: cursor, path: \"next\" }\n      \
+         records: \"$.data[\"\n      rate_limit: fast\n      attempts: 0\n",
+    )
+    .unwrap_err();
+    for field in [
+        "sources[0].provider: a schedule with a `provider`",
+        "sources[0].provider.url: template error",
+        "sources[0].provider.auth: give exactly one of `header` or `query`",
+        "sources[0].provider.pagination.path: `next` is not a JSON path",
+        "sources[0].provider.records: `$.data[` is not a JSON path",
+        "sources[0].provider.rate_limit: `fast` is not a rate",
+        "sources[0].provider.attempts: must be between 1 and 20",
+    ] {
+        assert!(e.contains(field), "{field} missing in {e}");
+    }
+    let e = load("    every: 1h\n    provider: { kind: ftp }\n").unwrap_err();
+    assert!(e.contains("ftp"), "{e}");
 }

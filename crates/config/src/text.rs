@@ -127,7 +127,7 @@ pub enum ResolveError {
     MissingEnv(String),
     /// `${secret:NAME}` with no such secret.
     #[error(
-        "secret `{0}` is not defined (set ESTAFETA_SECRET_{1} or put a file named `{0}` in ESTAFETA_SECRETS_DIR)"
+        "secret `{0}` is not defined (store it with `estafeta secrets set {0}` on a running server, set ESTAFETA_SECRET_{1}, or put a file named `{0}` in ESTAFETA_SECRETS_DIR)"
     )]
     MissingSecret(String, String),
     /// A malformed reference.

@@ -49,6 +49,8 @@ pub struct Config {
     pub templates: Arc<TemplateSet>,
     /// Destinations.
     pub destinations: Vec<DestinationSettings>,
+    /// Retention policies.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// Where data is stored.
@@ -570,10 +572,14 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
         });
     }
 
+    cx.entry = (0, 0);
+    let retention = crate::retention::validate(&mut cx, &raw.retention, &source_ids, &destinations);
+
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
     Ok(Config {
+        retention,
         listen,
         max_body_bytes: raw.server.max_body_bytes,
         admin_token,
@@ -621,7 +627,7 @@ fn check_id(cx: &mut Ctx<'_>, id: &Spanned<String>, field: &str) {
     }
 }
 
-fn parse_rate(s: &str) -> Result<RateLimit, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<RateLimit, String> {
     let bad = || format!("`{s}` is not a rate; write e.g. `100/s`, `600/min` or `5000/h`");
     let (n, unit) = s.split_once('/').ok_or_else(bad)?;
     let count: u32 = n.trim().parse().map_err(|_| bad())?;

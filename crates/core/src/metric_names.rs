@@ -49,3 +49,9 @@ pub const SCHEDULE_RUN_DURATION: &str = "estafeta_schedule_run_duration_seconds"
 pub const SCHEDULE_MISFIRES: &str = "estafeta_schedule_misfires_total";
 /// Gauge: schedule runs waiting for a worker, by `priority` (`high`, `normal`, `low`).
 pub const SCHEDULE_QUEUE_DEPTH: &str = "estafeta_schedule_queue_depth";
+/// Counter: rows and objects deleted by retention passes and purges, by `kind` (`events`,
+/// `deliveries`, `attempts`, `objects`) and `trigger` (`retention`: the background job;
+/// `purge`: `POST /v1/purge`).
+pub const RETENTION_DELETED: &str = "estafeta_retention_deleted_total";
+/// Counter: retention passes, by `status` (`ok`, `failed`: a policy could not be applied).
+pub const RETENTION_PASSES: &str = "estafeta_retention_passes_total";

@@ -14,6 +14,7 @@
 //! a destination's.
 
 mod build_error;
+pub mod catalog;
 pub mod chat;
 mod http_client;
 pub mod lookup;

@@ -6,6 +6,7 @@
 
 mod breaker;
 mod dispatch;
+pub mod retention;
 mod router;
 mod steps;
 
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use retention::Retention;
 pub use router::Router;
 pub use steps::StepBuildError;
 
@@ -94,6 +96,7 @@ pub struct DestinationStats {
 }
 
 struct Inner {
+    retention: Retention,
     store: Arc<dyn Store>,
     router: Arc<Router>,
     lanes: HashMap<String, Arc<Lane>>,
@@ -117,13 +120,20 @@ impl Engine {
         destinations: Vec<Arc<dyn Destination>>,
     ) -> Result<Self, EngineError> {
         let clients = estafeta_destinations::HttpClients::new();
-        Self::start_with(
+        let engine = Self::start_inner(
             Router::new(config, &clients)?,
             &config.destinations,
+            config.retention.clone(),
             store,
             destinations,
         )
-        .await
+        .await?;
+        let deps = &engine.inner.deps;
+        engine
+            .inner
+            .retention
+            .spawn(deps.cancel.clone(), &deps.tracker);
+        Ok(engine)
     }
 
     /// Like [`Engine::start`] with an explicit router and settings.
@@ -136,6 +146,18 @@ impl Engine {
         store: Arc<dyn Store>,
         destinations: Vec<Arc<dyn Destination>>,
     ) -> Result<Self, EngineError> {
+        let retention = estafeta_config::retention::RetentionSettings::default();
+        Self::start_inner(router, settings, retention, store, destinations).await
+    }
+
+    async fn start_inner(
+        router: Router,
+        settings: &[DestinationSettings],
+        retention: estafeta_config::retention::RetentionSettings,
+        store: Arc<dyn Store>,
+        destinations: Vec<Arc<dyn Destination>>,
+    ) -> Result<Self, EngineError> {
+        let retention = Retention::new(retention, settings, Arc::clone(&store));
         let mut built: HashMap<String, Arc<dyn Destination>> = destinations
             .into_iter()
             .map(|d| (d.id().to_owned(), d))
@@ -163,6 +185,7 @@ impl Engine {
             );
         }
         let inner = Arc::new(Inner {
+            retention,
             store,
             router: Arc::clone(&deps.router),
             lanes,
@@ -184,6 +207,12 @@ impl Engine {
     #[must_use]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Retention policies and purges.
+    #[must_use]
+    pub fn retention(&self) -> &Retention {
+        &self.inner.retention
     }
 
     /// The routing table.

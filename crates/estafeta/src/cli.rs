@@ -1,5 +1,5 @@
 //! The command line (clap): `serve`, `check`, `events`, `deliveries`, `sources`,
-//! `schedules`, `replay`, `bench`, `secret`.
+//! `schedules`, `replay`, `bench`, `secret`, `secrets`, `credentials`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,11 @@ enum Command {
     /// List schedules, run one now, show a schedule's run history.
     #[command(subcommand)]
     Schedules(crate::schedules_cmd::SchedulesCommand),
+    /// Delete events or objects on demand (admin token; `--dry-run` first).
+    #[command(subcommand)]
+    Purge(crate::purge_cmd::PurgeCommand),
+    /// Show the audit log of deletions (retention passes and purges; admin token).
+    Audit(crate::purge_cmd::AuditArgs),
     /// Send a route's events again from a point in the log.
     Replay(crate::client::ReplayArgs),
     /// Load-test the real server end to end and report throughput and latency.
@@ -54,6 +59,12 @@ enum Command {
     /// Helpers for secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Store, list and delete secrets (`${secret:NAME}`); rotate the master key.
+    #[command(subcommand)]
+    Secrets(crate::secrets_cmd::SecretsCommand),
+    /// Create, show, list and delete named credentials.
+    #[command(subcommand)]
+    Credentials(crate::secrets_cmd::CredentialsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,8 +111,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deliveries(c) => crate::client::deliveries(c).await,
         Command::Sources(c) => crate::sources_cmd::run(c).await,
         Command::Schedules(c) => crate::schedules_cmd::run(c).await,
+        Command::Purge(c) => crate::purge_cmd::purge(c).await,
+        Command::Audit(a) => crate::purge_cmd::audit(a).await,
         Command::Replay(a) => crate::client::replay(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
+        Command::Secrets(c) => crate::secrets_cmd::secrets(c).await,
+        Command::Credentials(c) => crate::secrets_cmd::credentials(c).await,
         Command::Secret(SecretCommand::Generate) => {
             println!("{}", generate_whsec());
             Ok(ExitCode::SUCCESS)

@@ -5,7 +5,10 @@ mod bench;
 mod check;
 mod cli;
 mod client;
+mod purge_cmd;
 mod schedules_cmd;
+mod secret_lookup;
+mod secrets_cmd;
 mod serve;
 mod sources_cmd;
 

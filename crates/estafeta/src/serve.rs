@@ -12,8 +12,11 @@ use estafeta_config::{Config, ProcessLookup, StorageSettings};
 use estafeta_destinations::HttpClients;
 use estafeta_engine::Engine;
 use estafeta_sources::Sources;
+use estafeta_store::vault::{Vault, load_master_key};
 use estafeta_store::{SqliteOptions, SqliteStore, Store};
 use tracing_subscriber::EnvFilter;
+
+use crate::secret_lookup::{StoreFirst, first_pass};
 
 const ADMIN_DIGEST_SETTING: &str = "admin_token_sha256";
 
@@ -26,8 +29,11 @@ pub(crate) struct Options {
 
 pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     let lookup = ProcessLookup::from_env();
+    // Stored secrets can only be read once the store is open, and where the store is comes
+    // from the config: this first pass finds it; the config is validated again below.
+    let config_path = opts.config.clone();
     let config = match &opts.config {
-        Some(p) => estafeta_config::load_file(p, &lookup),
+        Some(p) => first_pass(p, &lookup),
         None => estafeta_config::defaults(&lookup),
     };
     let mut config = match config {
@@ -72,7 +78,8 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         .install_recorder()
         .ok();
 
-    let StorageSettings::Sqlite { path } = &config.storage;
+    let StorageSettings::Sqlite { path } = config.storage.clone();
+    let path = &path;
     create_private_dir(path.parent().unwrap_or(std::path::Path::new(".")))
         .with_context(|| format!("creating the data directory for {}", path.display()))?;
     let mut opts = SqliteOptions::new(path.clone());
@@ -82,6 +89,32 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("opening the store at {}", path.display()))?,
     );
+
+    let data_dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let key = load_master_key(data_dir).context("loading the master key")?;
+    let vault = Vault::new(Arc::clone(&store), key);
+    if let Some(p) = &config_path {
+        let stored = vault
+            .all_secrets()
+            .await
+            .context("reading the stored secrets")?;
+        let lookup = StoreFirst {
+            stored: &stored,
+            fallback: &lookup,
+        };
+        match estafeta_config::load_file(p, &lookup) {
+            Ok(mut c) => {
+                c.listen = config.listen;
+                c.storage = config.storage.clone();
+                config = c;
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                store.close().await;
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
 
     let auth = admin_auth(&config, &*store, path).await?;
 
@@ -123,6 +156,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         ),
         sources: sources.board().clone(),
         schedules: sources.schedules().clone(),
+        vault,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();

@@ -8,6 +8,7 @@ pub mod mysql;
 pub mod outbox;
 mod pipeline;
 pub mod postgres;
+pub mod provider;
 mod row_change;
 pub mod schedule;
 mod sink;

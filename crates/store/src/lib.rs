@@ -1,5 +1,5 @@
-//! Durable storage for events, deliveries, attempts, schedule runs, source cursors and
-//! settings.
+//! Durable storage for events, deliveries, attempts, schedule runs, source cursors,
+//! settings, and secrets and credentials sealed at rest ([`vault`]).
 //!
 //! [`Store`] is the one interface the engine and the API use. [`SqliteStore`] is the embedded
 //! implementation (WAL, one writer thread that commits many appends per transaction); a
@@ -7,8 +7,10 @@
 //! behaviour suite.
 
 mod model;
+pub mod retention;
 mod schedule_runs;
 mod sqlite;
+pub mod vault;
 
 pub use model::{
     AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, NewEvent, Page,
@@ -175,6 +177,58 @@ pub trait Store: Send + Sync + 'static {
     /// (a process stopped before they finished); answers how many there were.
     async fn fail_unfinished_runs(&self, schedule_ids: &[String], reason: &str)
     -> StoreResult<u64>;
+
+    /// Creates or replaces a secret or credential record (private fields already sealed);
+    /// an existing record keeps its `created_at`.
+    async fn put_vault_record(&self, record: vault::VaultRecord) -> StoreResult<()>;
+
+    /// One secret or credential record.
+    async fn get_vault_record(
+        &self,
+        kind: vault::VaultKind,
+        name: &str,
+    ) -> StoreResult<Option<vault::VaultRecord>>;
+
+    /// Every record of a kind (both kinds for `None`), ordered by kind and name.
+    async fn list_vault_records(
+        &self,
+        kind: Option<vault::VaultKind>,
+    ) -> StoreResult<Vec<vault::VaultRecord>>;
+
+    /// Deletes a record; answers whether it existed.
+    async fn delete_vault_record(&self, kind: vault::VaultKind, name: &str) -> StoreResult<bool>;
+
+    /// Replaces the sealed fields and key id of these existing records, all in one
+    /// transaction (master key rotation).
+    async fn replace_vault_records(&self, records: Vec<vault::VaultRecord>) -> StoreResult<()>;
+
+    /// Deletes up to `limit` events that `filter` selects, oldest first after `after`, with
+    /// their deliveries and attempts, in one short write; events with an unfinished
+    /// delivery are kept. [`retention::purge_events`] runs batches until none is left.
+    async fn purge_events_batch(
+        &self,
+        filter: &retention::EventPurge,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> StoreResult<retention::PurgeBatch>;
+
+    /// What a purge with `filter` would delete now (nothing is deleted), with up to `sample`
+    /// of the oldest event ids.
+    async fn preview_event_purge(
+        &self,
+        filter: &retention::EventPurge,
+        sample: usize,
+    ) -> StoreResult<retention::PurgePreview>;
+
+    /// Records an entry of the audit log of deletions, durably.
+    async fn record_audit(&self, entry: retention::AuditEntry) -> StoreResult<()>;
+
+    /// A page of the audit log, newest first.
+    async fn list_audit(
+        &self,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> StoreResult<Page<retention::AuditEntry>>;
 
     /// Checks that the store answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod plugins;
+mod purge;
 mod schedules;
+mod vault;
 
 use std::sync::Arc;
 
@@ -24,8 +27,13 @@ async fn state(dir: &std::path::Path) -> AppState {
     );
     let config =
         estafeta_config::load_str("", "test", &estafeta_config::ProcessLookup::default()).unwrap();
+    let vault = estafeta_store::vault::Vault::new(
+        Arc::clone(&store),
+        estafeta_store::vault::MasterKey::generate(),
+    );
     let engine = Engine::start(&config, store, Vec::new()).await.unwrap();
     AppState {
+        vault,
         engine,
         auth: Arc::new(Auth::from_token(TOKEN)),
         max_body_bytes: 4096,
@@ -101,6 +109,9 @@ async fn every_v1_route_needs_a_token() {
         ("GET", "/v1/routes"),
         ("POST", "/v1/routes/r/replay"),
         ("GET", "/v1/destinations"),
+        ("GET", "/v1/plugins"),
+        ("POST", "/v1/purge"),
+        ("GET", "/v1/audit"),
         ("GET", "/v1/schedules"),
         ("GET", "/v1/schedules/nightly"),
         ("GET", "/v1/schedules/nightly/runs"),
@@ -280,6 +291,9 @@ async fn the_openapi_document_matches_the_router() {
         "GET /v1/events",
         "GET /v1/events/{id}",
         "GET /v1/routes",
+        "GET /v1/plugins",
+        "POST /v1/purge",
+        "GET /v1/audit",
         "GET /v1/schedules",
         "GET /v1/schedules/{id}",
         "GET /v1/schedules/{id}/runs",
@@ -289,6 +303,13 @@ async fn the_openapi_document_matches_the_router() {
         "POST /v1/events",
         "POST /v1/routes/{id}/replay",
         "POST /v1/schedules/{id}/run",
+        "GET /v1/secrets",
+        "PUT /v1/secrets/{name}",
+        "DELETE /v1/secrets/{name}",
+        "GET /v1/credentials",
+        "GET /v1/credentials/{name}",
+        "PUT /v1/credentials/{name}",
+        "DELETE /v1/credentials/{name}",
     ];
     routed.sort_unstable();
     assert_eq!(documented, routed);

@@ -38,8 +38,13 @@ async fn state(dir: &std::path::Path) -> (AppState, Sources) {
     let engine = Engine::start(&config, Arc::clone(&store), Vec::new())
         .await
         .unwrap();
+    let vault = estafeta_store::vault::Vault::new(
+        Arc::clone(&store),
+        estafeta_store::vault::MasterKey::generate(),
+    );
     let sources = Sources::start(&config.sources, Arc::new(engine.clone()), store);
     let state = AppState {
+        vault,
         engine,
         auth: Arc::new(Auth::from_token(TOKEN)),
         max_body_bytes: 4096,

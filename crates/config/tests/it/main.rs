@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod object;
+mod retention;
 mod steps;
 
 use estafeta_config::{Lookup, SourceKindSettings, StorageSettings, load_str};

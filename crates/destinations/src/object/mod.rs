@@ -10,12 +10,17 @@
 //! delivered only after every object is written; all deliveries of a batch share the
 //! outcome. Keys derive from the batch's first delivery id, so a retried batch rewrites its
 //! objects rather than adding copies.
+//!
+//! [`retention`] lists and deletes the objects older than a cutoff under a prefix (for
+//! retention policies and the purge API).
 
 mod destination;
 mod encode;
 mod file;
 mod key;
 mod records;
+pub mod retention;
 mod s3;
 
 pub use destination::ObjectStorage;
+pub use retention::{ObjectSweeper, SweepError, SweepReport};

@@ -103,6 +103,16 @@ impl S3Target {
         })
     }
 
+    /// The client, for listing and deleting (retention).
+    pub(crate) fn client(&self) -> &AmazonS3 {
+        &self.store
+    }
+
+    /// The bucket's name.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// `s3://bucket/key`, for the delivery log.
     pub(crate) fn location(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)

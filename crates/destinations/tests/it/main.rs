@@ -5,5 +5,6 @@
 
 mod lookup;
 mod object;
+mod object_retention;
 mod smtp;
 mod webhook;

@@ -1,8 +1,8 @@
 //! What a schedule run does: the [`ScheduledJob`] trait, what a run is told about itself
-//! ([`RunContext`]), and today's one job, [`EmitEvent`]. Pulling from a partner API through a
-//! provider is another implementation of the same trait: it gets the same context (the log
-//! to append its records to, the store for its checkpoint, the run's times) and reports how
-//! many records it produced.
+//! ([`RunContext`]), and [`EmitEvent`]. Pulling from a partner API through a provider
+//! ([`crate::provider::ProviderJob`]) is the other implementation: it gets the same context
+//! (the log to append its records to, the store for its checkpoint, the run's times) and
+//! reports how many records it produced.
 
 use std::sync::Arc;
 
@@ -138,9 +138,37 @@ impl ScheduledJob for EmitEvent {
     }
 }
 
+/// A job that could not be built: every run fails with why.
+struct Unbuilt {
+    message: String,
+}
+
+#[async_trait]
+impl ScheduledJob for Unbuilt {
+    fn kind(&self) -> &'static str {
+        "unbuilt"
+    }
+
+    async fn run(&self, _run: &RunContext) -> Result<JobOutput, JobError> {
+        Err(JobError::Failed {
+            message: self.message.clone(),
+            source: None,
+        })
+    }
+}
+
 /// The job a schedule's settings describe (the one place a new kind of job is wired in).
-pub(crate) fn build(job: &JobSettings) -> Arc<dyn ScheduledJob> {
+pub(crate) fn build(schedule_id: &str, job: &JobSettings) -> Arc<dyn ScheduledJob> {
     match job {
+        JobSettings::Provider(p) => match crate::provider::registry::build(schedule_id, p) {
+            Ok(provider) => Arc::new(crate::provider::ProviderJob::new(provider)),
+            Err(e) => {
+                tracing::error!(schedule_id, error = %e, "provider could not be built");
+                Arc::new(Unbuilt {
+                    message: e.to_string(),
+                })
+            }
+        },
         JobSettings::Emit { event_type, data } => Arc::new(EmitEvent {
             event_type: event_type.clone(),
             data: data.clone(),

@@ -193,6 +193,14 @@ impl Schedules {
         let not_found = || TriggerError::NotFound(id.to_owned());
         let shared = self.shared.as_ref().ok_or_else(not_found)?;
         let i = *shared.index.get(id).ok_or_else(not_found)?;
+        // Right after start, let the scheduler mark the previous process's unfinished runs
+        // first, or this run would be among them.
+        let mut recovered = shared.recovered.subscribe();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            recovered.wait_for(|done| *done),
+        )
+        .await;
         let now = Utc::now();
         let next_fire = *shared.entries[i]
             .next_fire

@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Where the records of finished runs are written from.
     tracker: TaskTracker,
+    /// True once the runs a stopped process left unfinished are marked failed: a manual run
+    /// claimed before that would be taken for one of them.
+    pub(crate) recovered: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -109,7 +112,7 @@ impl Shared {
         let entries: Vec<Entry> = schedules
             .into_iter()
             .map(|(id, settings)| Entry {
-                job: super::job::build(&settings.job),
+                job: super::job::build(&id, &settings.job),
                 id,
                 settings,
                 state: tokio::sync::Mutex::new(Slots::default()),
@@ -130,6 +133,7 @@ impl Shared {
             board,
             cancel,
             tracker,
+            recovered: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -480,6 +484,7 @@ impl Shared {
             .await;
             match result {
                 Ok(ticks) => {
+                    self.recovered.send_replace(true);
                     for id in &ids {
                         self.board.update(id, |s| {
                             s.state = SourceState::Running;

@@ -6,4 +6,5 @@ mod harness;
 mod mysql;
 mod outbox;
 mod postgres;
+mod provider;
 mod schedule_accuracy;

@@ -7,8 +7,11 @@ use tokio::sync::oneshot;
 
 use super::codec::{AttemptRow, DeliveryRow};
 use super::errors::unavailable_bare;
+use super::purge::{self, AuditRow};
 use super::runs::{self, ClaimRow, FinishRow};
+use super::vault::VaultOp;
 use super::write_ops::{self, AppendItem, Clock};
+use crate::retention::{EventPurge, PurgeBatch};
 use crate::{AppendOutcome, StoreResult};
 
 /// Where the writer sends one command's result.
@@ -41,6 +44,13 @@ pub(crate) enum Op {
         schedule_ids: Vec<String>,
         reason: String,
     },
+    Vault(VaultOp),
+    PurgeEvents {
+        filter: Box<EventPurge>,
+        after: Option<estafeta_core::EventId>,
+        limit: usize,
+    },
+    RecordAudit(AuditRow),
 }
 
 /// A command's result, held until its transaction has committed.
@@ -50,6 +60,7 @@ pub(crate) enum Answer {
     Delivery(Option<Delivery>),
     Claims(Vec<bool>),
     Count(u64),
+    Purged(PurgeBatch),
 }
 
 /// Whoever waits for one command.
@@ -59,6 +70,7 @@ pub(crate) enum Waiter {
     Requeue(Reply<Option<Delivery>>),
     Claims(Reply<Vec<bool>>),
     Count(Reply<u64>),
+    Purge(Reply<PurgeBatch>),
 }
 
 /// An operation and its waiter.
@@ -87,6 +99,9 @@ impl Op {
                 schedule_ids,
                 reason,
             } => 100 + reason.len() + schedule_ids.iter().map(String::len).sum::<usize>(),
+            Self::Vault(op) => op.weight(),
+            Self::PurgeEvents { .. } => 200,
+            Self::RecordAudit(row) => row.weight(),
         }
     }
 
@@ -118,6 +133,13 @@ impl Op {
                 schedule_ids,
                 reason,
             } => runs::fail_unfinished(conn, schedule_ids, reason, clock).map(Answer::Count),
+            Self::Vault(op) => op.run(conn).map(Answer::Count),
+            Self::PurgeEvents {
+                filter,
+                after,
+                limit,
+            } => purge::purge_batch(conn, filter, *after, *limit).map(Answer::Purged),
+            Self::RecordAudit(row) => purge::insert_audit(conn, row).map(|()| Answer::Unit),
         }
     }
 }
@@ -154,6 +176,12 @@ impl Waiter {
             Self::Count(tx) => {
                 let _ = tx.send(result.and_then(|a| match a {
                     Answer::Count(n) => Ok(n),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Self::Purge(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Purged(b) => Ok(b),
                     _ => Err(mismatch()),
                 }));
             }

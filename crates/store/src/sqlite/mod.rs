@@ -12,9 +12,11 @@ mod codec;
 mod command;
 mod connection;
 mod errors;
+mod purge;
 mod queries;
 mod runs;
 mod schema;
+mod vault;
 mod write_ops;
 mod writer;
 
@@ -33,6 +35,8 @@ use self::errors::unavailable;
 use self::runs::{ClaimRow, FinishRow};
 use self::write_ops::AppendItem;
 use self::writer::WriterHandle;
+use crate::retention::{AuditEntry, EventPurge, PurgeBatch, PurgePreview};
+use crate::vault::{VaultKind, VaultRecord};
 use crate::{
     AppendOutcome, AttemptRecord, DeliveryCount, DeliveryQuery, EventQuery, LastTick, NewEvent,
     Page, RunClaim, RunFinish, ScheduleRun, Store, StoreResult,
@@ -374,6 +378,77 @@ impl Store for SqliteStore {
             reason: reason.to_owned(),
         };
         self.writer.submit(op, Waiter::Count).await
+    }
+
+    async fn put_vault_record(&self, record: VaultRecord) -> StoreResult<()> {
+        let op = Op::Vault(vault::VaultOp::Put(record));
+        self.writer.submit(op, Waiter::Count).await.map(|_| ())
+    }
+
+    async fn get_vault_record(
+        &self,
+        kind: VaultKind,
+        name: &str,
+    ) -> StoreResult<Option<VaultRecord>> {
+        let name = name.to_owned();
+        self.readers.run(move |c| vault::get(c, kind, &name)).await
+    }
+
+    async fn list_vault_records(&self, kind: Option<VaultKind>) -> StoreResult<Vec<VaultRecord>> {
+        self.readers.run(move |c| vault::list(c, kind)).await
+    }
+
+    async fn delete_vault_record(&self, kind: VaultKind, name: &str) -> StoreResult<bool> {
+        let op = Op::Vault(vault::VaultOp::Delete {
+            kind,
+            name: name.to_owned(),
+        });
+        Ok(self.writer.submit(op, Waiter::Count).await? > 0)
+    }
+
+    async fn replace_vault_records(&self, records: Vec<VaultRecord>) -> StoreResult<()> {
+        let op = Op::Vault(vault::VaultOp::Rewrite(records));
+        self.writer.submit(op, Waiter::Count).await.map(|_| ())
+    }
+
+    async fn purge_events_batch(
+        &self,
+        filter: &EventPurge,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> StoreResult<PurgeBatch> {
+        let op = Op::PurgeEvents {
+            filter: Box::new(filter.clone()),
+            after,
+            limit: limit.max(1),
+        };
+        self.writer.submit(op, Waiter::Purge).await
+    }
+
+    async fn preview_event_purge(
+        &self,
+        filter: &EventPurge,
+        sample: usize,
+    ) -> StoreResult<PurgePreview> {
+        let filter = filter.clone();
+        self.readers
+            .run(move |c| purge::preview(c, &filter, sample))
+            .await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+        let op = Op::RecordAudit(purge::AuditRow::encode(&entry));
+        self.writer.submit(op, Waiter::Unit).await
+    }
+
+    async fn list_audit(
+        &self,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> StoreResult<Page<AuditEntry>> {
+        self.readers
+            .run(move |c| purge::list_audit(c, limit, cursor.as_deref()))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

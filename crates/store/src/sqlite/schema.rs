@@ -144,6 +144,40 @@ CREATE UNIQUE INDEX schedule_runs_tick ON schedule_runs (schedule_id, scheduled_
     WHERE trigger <> 'manual';
 CREATE INDEX schedule_runs_schedule_id ON schedule_runs (schedule_id, id);
 ",
+    // 4: secrets and named credentials. Private fields are sealed by the caller
+    // (XChaCha20-Poly1305 under the master key) before they reach the store: `sealed` is a
+    // JSON object of field name → base64(nonce || ciphertext || tag), `key_id` names the
+    // master key that sealed them (key rotation rewrites both in one transaction). `public`
+    // holds the fields that may be shown (a credential's header name, user name, token URL).
+    r"
+CREATE TABLE vault (
+    kind            TEXT NOT NULL, -- 'secret' | 'credential'
+    name            TEXT NOT NULL,
+    credential_type TEXT,
+    public          TEXT NOT NULL,
+    sealed          TEXT NOT NULL,
+    key_id          TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID, STRICT;
+",
+    // 5: the audit log of deletions (retention passes and purges): who (`actor`: a token's
+    // name or `retention`), what (`kind`: `events` or `objects`; `scope`: the filter as
+    // JSON), how much (`counts` as JSON), whether it was a dry run, and when. Ids are
+    // `aud_` + ULID, so id order is time order and listing newest first walks the key.
+    r"
+CREATE TABLE audit_log (
+    id      TEXT PRIMARY KEY NOT NULL,
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    scope   TEXT NOT NULL,
+    counts  TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    error   TEXT
+) WITHOUT ROWID, STRICT;
+",
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,7 @@ mod sqlite;
 mod suite;
 mod throughput;
 mod time_bounds;
+mod vault_file;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,12 @@ sqlite_suite!(
     schedules::runs_list_newest_first_in_pages,
     schedules::last_ticks_per_schedule,
     schedules::unfinished_runs_are_failed_after_a_restart,
+    retention::purge_deletes_old_events_in_batches,
+    retention::purge_filters_by_scope,
+    retention::audit_entries_list_newest_first,
+    vault::secrets_round_trip_and_list_without_values,
+    vault::credentials_show_only_whether_private_fields_are_set,
+    vault::rotation_reseals_everything_and_the_old_key_stops_working,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

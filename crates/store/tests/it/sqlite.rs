@@ -167,17 +167,19 @@ async fn a_version_1_database_is_migrated_and_old_attempts_have_no_steps() {
     store.close().await;
     drop(store);
 
-    // Undo migrations 3 and 2, then record an attempt in the version-1 columns.
+    // Undo migrations 5, 4, 3 and 2, then record an attempt in the version-1 columns.
     assert_eq!(
         SqliteStore::supported_schema_version(),
-        3,
+        5,
         "a newer migration exists: undo it here too to rebuild a version-1 file"
     );
     let conn = Connection::open(db_path(&dir)).expect("raw open");
     conn.execute_batch(
-        "DROP TABLE schedule_runs;
+        "DROP TABLE audit_log;
+         DROP TABLE vault;
+         DROP TABLE schedule_runs;
          ALTER TABLE attempts DROP COLUMN steps;
-         DELETE FROM schema_migrations WHERE version IN (2, 3);",
+         DELETE FROM schema_migrations WHERE version IN (2, 3, 4, 5);",
     )
     .expect("back to version 1");
     let old_id = AttemptId::new();
@@ -193,7 +195,7 @@ async fn a_version_1_database_is_migrated_and_old_attempts_have_no_steps() {
     let store = SqliteStore::open(SqliteOptions::new(db_path(&dir)))
         .await
         .expect("open and migrate");
-    assert_eq!(store.schema_version(), 3);
+    assert_eq!(store.schema_version(), 5);
     let claim = crate::suite::schedules::claim(
         "nightly",
         chrono::Utc::now(),

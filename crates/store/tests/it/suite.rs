@@ -5,7 +5,9 @@ pub(crate) mod deliveries;
 pub(crate) mod events;
 pub(crate) mod filtered;
 pub(crate) mod lifecycle;
+pub(crate) mod retention;
 pub(crate) mod schedules;
+pub(crate) mod vault;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
