@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::problem::Problem;
-use crate::secrets::{require_admin, vault_problem};
+use crate::secrets::{deleted, require_admin, stored_status, vault_problem};
 
 /// Body of `PUT /v1/credentials/{name}`.
 #[derive(Deserialize)]
@@ -78,11 +78,7 @@ pub(crate) async fn put_credential(
         .put_credential(&name, kind, &body.fields)
         .await
         .map_err(vault_problem)?;
-    let status = if view.created_at == view.updated_at {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = stored_status(&view.created_at, &view.updated_at);
     tracing::info!(credential = %view.name, kind = %view.kind, "credential stored");
     Ok((status, Json(json!(view))))
 }
@@ -94,15 +90,13 @@ pub(crate) async fn delete_credential(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Problem> {
     require_admin(&who)?;
-    if state
+    let found = state
         .vault
         .delete_credential(&name)
         .await
-        .map_err(vault_problem)?
-    {
+        .map_err(vault_problem)?;
+    deleted(found, || {
         tracing::info!(credential = %name, "credential deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(&name))
-    }
+    })
+    .ok_or_else(|| not_found(&name))
 }

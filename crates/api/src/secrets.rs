@@ -21,6 +21,23 @@ pub(crate) struct PutSecret {
     value: String,
 }
 
+/// 201 for a record just created, 200 for one replaced.
+pub(crate) fn stored_status<T: PartialEq>(created_at: &T, updated_at: &T) -> StatusCode {
+    if created_at == updated_at {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// 204 (after `log`) when a record was deleted; `None` when there was none.
+pub(crate) fn deleted(found: bool, log: impl FnOnce()) -> Option<StatusCode> {
+    found.then(|| {
+        log();
+        StatusCode::NO_CONTENT
+    })
+}
+
 /// How vault failures answer; the error text of a failed decryption or store call stays in
 /// the server log (names only, never values).
 pub(crate) fn vault_problem(e: VaultError) -> Problem {
@@ -84,11 +101,7 @@ pub(crate) async fn put_secret(
         .put_secret(&name, &body.value)
         .await
         .map_err(vault_problem)?;
-    let status = if info.created_at == info.updated_at {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = stored_status(&info.created_at, &info.updated_at);
     tracing::info!(secret = %info.name, "secret stored");
     Ok((status, Json(json!(info))))
 }
@@ -100,17 +113,13 @@ pub(crate) async fn delete_secret(
     Path(name): Path<String>,
 ) -> Result<StatusCode, Problem> {
     require_admin(&who)?;
-    if state
+    let found = state
         .vault
         .delete_secret(&name)
         .await
-        .map_err(vault_problem)?
-    {
+        .map_err(vault_problem)?;
+    deleted(found, || {
         tracing::info!(secret = %name, "secret deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Problem::not_found(format!(
-            "no secret `{name}`; see GET /v1/secrets"
-        )))
-    }
+    })
+    .ok_or_else(|| Problem::not_found(format!("no secret `{name}`; see GET /v1/secrets")))
 }
