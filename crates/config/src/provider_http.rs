@@ -29,9 +29,10 @@ pub struct HttpProviderConfig {
     /// Request headers; each value is a template.
     #[serde(default)]
     pub headers: BTreeMap<String, Text>,
-    /// How requests authenticate (default none).
+    /// How requests authenticate (default none): an inline method (`kind: …`) or a stored
+    /// credential (`credential: NAME`).
     #[serde(default)]
-    pub auth: Option<AuthConfig>,
+    pub auth: Option<AuthEntry>,
     /// How the next page is found (default: a single request).
     #[serde(default)]
     pub pagination: Option<PaginationConfig>,
@@ -57,6 +58,31 @@ pub struct HttpProviderConfig {
     /// Stop after this many pages in one run (default 10,000).
     #[serde(default)]
     pub max_pages: Option<u32>,
+    /// Let requests reach private, loopback and link-local addresses (default false: the
+    /// SSRF guard refuses them).
+    #[serde(default)]
+    pub allow_private_networks: bool,
+}
+
+/// `auth:` as written: a stored credential by name, or an inline method.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an auth method (`kind: api_key | bearer | basic | oauth2` with its fields) or `credential: NAME`"
+)]
+pub enum AuthEntry {
+    /// `credential: NAME` — a credential from the credential store, read at each run.
+    Stored(StoredCredential),
+    /// An inline method.
+    Inline(Box<AuthConfig>),
+}
+
+/// `auth: { credential: NAME }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredCredential {
+    /// The credential's name (`estafeta credentials set NAME`, `/v1/credentials`).
+    pub credential: String,
 }
 
 /// `auth:` of the HTTP provider.
@@ -227,6 +253,9 @@ pub enum AuthSettings {
         /// Scopes.
         scopes: Vec<String>,
     },
+    /// A stored credential, by name: read from the credential store at each run and mapped
+    /// by its type to one of the other variants.
+    Credential(String),
 }
 
 /// Validated pagination.
@@ -304,6 +333,8 @@ pub struct HttpProviderSettings {
     pub timeout: Duration,
     /// Page limit per run.
     pub max_pages: u32,
+    /// Whether private addresses may be reached.
+    pub allow_private_networks: bool,
 }
 
 /// A record field given as a bare name (`updated_at`) or a JSON path (`$.a.b`) → a path.
@@ -440,19 +471,31 @@ pub(crate) fn validate(
         attempts: attempts.clamp(1, 20),
         timeout: c.timeout.map_or(Duration::from_secs(30), |t| t.0),
         max_pages: c.max_pages.unwrap_or(10_000).max(1),
+        allow_private_networks: c.allow_private_networks,
     })
 }
 
-fn auth(cx: &mut Ctx<'_>, p: &str, c: Option<&AuthConfig>) -> Option<AuthSettings> {
+fn auth(cx: &mut Ctx<'_>, p: &str, c: Option<&AuthEntry>) -> Option<AuthSettings> {
     let secret =
         |cx: &mut Ctx<'_>, t: &Text, f: &str| cx.resolve(t, &format!("{p}.{f}")).map(|r| r.value);
+    let c = match c {
+        None => return Some(AuthSettings::None),
+        Some(AuthEntry::Stored(StoredCredential { credential })) => {
+            let name = credential.trim();
+            if name.is_empty() {
+                cx.err_here(format!("{p}.credential"), "must not be empty");
+                return None;
+            }
+            return Some(AuthSettings::Credential(name.to_owned()));
+        }
+        Some(AuthEntry::Inline(c)) => c.as_ref(),
+    };
     Some(match c {
-        None => AuthSettings::None,
-        Some(AuthConfig::ApiKey {
+        AuthConfig::ApiKey {
             header,
             query,
             value,
-        }) => {
+        } => {
             let value = secret(cx, value, "value")?;
             match (header, query) {
                 (Some(h), None) => AuthSettings::ApiKeyHeader {
@@ -469,8 +512,8 @@ fn auth(cx: &mut Ctx<'_>, p: &str, c: Option<&AuthConfig>) -> Option<AuthSetting
                 }
             }
         }
-        Some(AuthConfig::Bearer { token }) => AuthSettings::Bearer(secret(cx, token, "token")?),
-        Some(AuthConfig::Basic { username, password }) => {
+        AuthConfig::Bearer { token } => AuthSettings::Bearer(secret(cx, token, "token")?),
+        AuthConfig::Basic { username, password } => {
             let u = secret(cx, username, "username");
             let pw = secret(cx, password, "password");
             AuthSettings::Basic {
@@ -478,12 +521,12 @@ fn auth(cx: &mut Ctx<'_>, p: &str, c: Option<&AuthConfig>) -> Option<AuthSetting
                 password: pw?,
             }
         }
-        Some(AuthConfig::Oauth2 {
+        AuthConfig::Oauth2 {
             token_url,
             client_id,
             client_secret,
             scopes,
-        }) => {
+        } => {
             let url = secret(cx, token_url, "token_url");
             let id = secret(cx, client_id, "client_id");
             let cs = secret(cx, client_secret, "client_secret");

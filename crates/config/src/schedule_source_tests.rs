@@ -169,3 +169,33 @@ fn provider_problems_are_reported_at_their_field() {
     let e = load("    every: 1h\n    provider: { kind: ftp }\n").unwrap_err();
     assert!(e.contains("ftp"), "{e}");
 }
+
+#[test]
+fn a_provider_can_name_a_stored_credential_and_allow_private_networks() {
+    let s = load(
+        "    every: 1h\n    provider:\n      kind: http\n      url: https://api.example/v1\n      \
+         auth: { credential: partner-api }\n      allow_private_networks: true\n",
+    )
+    .unwrap();
+    let JobSettings::Provider(crate::provider::ProviderSettings::Http(h)) = &s.job else {
+        unreachable!()
+    };
+    assert!(matches!(
+        &h.auth,
+        crate::provider_http::AuthSettings::Credential(name) if name == "partner-api"
+    ));
+    assert!(h.allow_private_networks);
+    let e = load(
+        "    every: 1h\n    provider: { kind: http, url: \"https://a\", auth: { credential: \" \" } }\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("sources[0].provider.auth.credential: must not be empty"),
+        "{e}"
+    );
+    let e = load(
+        "    every: 1h\n    provider: { kind: http, url: \"https://a\", auth: { credential: x, kind: bearer } }\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("`credential: NAME`"), "{e}");
+}

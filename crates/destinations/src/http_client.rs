@@ -58,6 +58,25 @@ impl HttpClients {
         &self.user_agent
     }
 
+    /// A client for requests that are not a destination's (the HTTP provider's pulls): the
+    /// same SSRF guard, no redirects, no proxy. With `allow_private_networks` false, names
+    /// that resolve only to private addresses are refused when connecting; IP-literal hosts
+    /// are the caller's to check with [`crate::webhook::ssrf::refused_literal`].
+    ///
+    /// # Errors
+    /// The client could not be built (TLS setup).
+    pub fn guarded_client(
+        &self,
+        timeout: Duration,
+        allow_private_networks: bool,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        self.client(ClientOptions {
+            timeout,
+            max_idle_per_host: 4,
+            allow_private_networks,
+        })
+    }
+
     /// A client that never follows redirects and uses no proxy (a proxy would resolve
     /// names itself and defeat the SSRF guard). HTTP/1.1 for `http://`; for `https://`,
     /// HTTP/2 when the server offers it through ALPN.

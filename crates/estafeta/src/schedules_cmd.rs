@@ -73,7 +73,7 @@ fn encode(id: &str) -> String {
 fn list_table(v: &Value) -> Table {
     let mut t = Table::new();
     t.set_header([
-        "id", "timing", "zone", "priority", "next", "last run", "status",
+        "id", "timing", "zone", "runs", "priority", "next", "last run", "status",
     ]);
     for sc in v["items"].as_array().into_iter().flatten() {
         let last = &sc["last_run"];
@@ -81,6 +81,7 @@ fn list_table(v: &Value) -> Table {
             s(sc, "id"),
             format!("{} {}", s(sc, "spec_kind"), s(sc, "spec")),
             s(sc, "timezone"),
+            job(&sc["job"]),
             s(sc, "priority"),
             s(sc, "next_fire_at"),
             s(last, "scheduled_at"),
@@ -88,6 +89,16 @@ fn list_table(v: &Value) -> Table {
         ]);
     }
     t
+}
+
+/// What a schedule runs: `emit <event type>` or `provider <kind>`.
+fn job(j: &Value) -> String {
+    match j["kind"].as_str() {
+        Some("emit") => format!("emit {}", s(j, "event_type")),
+        Some("provider") => format!("provider {}", s(j, "provider")),
+        Some(other) => other.to_owned(),
+        None => String::new(),
+    }
 }
 
 fn runs_table(v: &Value) -> Table {
@@ -108,4 +119,24 @@ fn runs_table(v: &Value) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::job;
+
+    #[test]
+    fn the_runs_column_names_the_event_type_or_the_provider() {
+        assert_eq!(
+            job(&json!({"kind": "emit", "event_type": "report.due"})),
+            "emit report.due"
+        );
+        assert_eq!(
+            job(&json!({"kind": "provider", "provider": "http"})),
+            "provider http"
+        );
+        assert_eq!(job(&json!(null)), "");
+    }
 }

@@ -131,6 +131,7 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         &config.sources,
         Arc::new(engine.clone()),
         Arc::clone(&store),
+        &vault.credentials(),
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen)

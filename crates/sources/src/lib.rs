@@ -70,11 +70,13 @@ pub struct Sources {
 
 impl Sources {
     /// Starts every source that pulls (the `http` ones are served by the API). Each runs in
-    /// its own task until [`Sources::shutdown`].
+    /// its own task until [`Sources::shutdown`]. Providers read the named credentials their
+    /// settings use from `credentials`, at each run.
     pub fn start(
         sources: &[SourceSettings],
         sink: Arc<dyn EventSink>,
         cursors: Arc<dyn estafeta_store::Store>,
+        credentials: &estafeta_store::vault::Credentials,
     ) -> Self {
         let board = StatusBoard::default();
         let cancel = CancellationToken::new();
@@ -109,7 +111,15 @@ impl Sources {
             }
         }
         // All schedules share one scheduler and one pool of workers.
-        let schedules = Schedules::start(schedules, sink, cursors, &board, &cancel, &tracker);
+        let schedules = Schedules::start(
+            schedules,
+            sink,
+            cursors,
+            &board,
+            &cancel,
+            &tracker,
+            credentials,
+        );
         tracker.close();
         Self {
             board,

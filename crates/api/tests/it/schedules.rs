@@ -24,6 +24,12 @@ const CONFIG: &str = "sources:
     kind: schedule
     cron: rate(5 minutes)
     priority: low
+  - id: partner-pull
+    kind: schedule
+    at: \"2099-01-01T00:00:00Z\"
+    provider:
+      kind: http
+      url: https://partner.example/v1/sales
 ";
 
 async fn state(dir: &std::path::Path) -> (AppState, Sources) {
@@ -42,7 +48,12 @@ async fn state(dir: &std::path::Path) -> (AppState, Sources) {
         Arc::clone(&store),
         estafeta_store::vault::MasterKey::generate(),
     );
-    let sources = Sources::start(&config.sources, Arc::new(engine.clone()), store);
+    let sources = Sources::start(
+        &config.sources,
+        Arc::new(engine.clone()),
+        store,
+        &vault.credentials(),
+    );
     let state = AppState {
         vault,
         engine,
@@ -106,6 +117,14 @@ async fn list_run_now_and_history() {
     assert_eq!(nightly["last_run"], Value::Null);
     assert_eq!(list["items"][1]["priority"], "low");
     assert_eq!(list["items"][1]["spec"], "rate(5 minutes)");
+    assert_eq!(
+        nightly["job"],
+        json!({"kind": "emit", "event_type": "report.due"})
+    );
+    assert_eq!(
+        list["items"][2]["job"],
+        json!({"kind": "provider", "provider": "http"})
+    );
 
     let (status, run) = call(&st, req("POST", "/v1/schedules/nightly/run", None, "")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");

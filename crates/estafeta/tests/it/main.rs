@@ -17,6 +17,7 @@ mod ingest;
 mod mail;
 mod notify;
 mod object_storage;
+mod partner_to_bucket;
 mod providers;
 mod reliability;
 mod retention;

@@ -35,6 +35,7 @@ async fn a_scheduled_pull_of_three_pages_reaches_the_webhook() {
       records: $.data[*]
       cursor: {{ field: updated_at }}
       emit: {{ type: partner.sale, id: id }}
+      allow_private_networks: true
 {}"#,
         api.base_url(),
         one_route(&rx.url(), "")
@@ -139,6 +140,7 @@ async fn provider_pull_throughput() {
       pagination: {{ kind: page_number, size_param: per_page, size: 1000 }}
       records: $.data[*]
       emit: {{ per: run, type: partner.sales }}
+      allow_private_networks: true
 routes:
   - id: r
     from: sales

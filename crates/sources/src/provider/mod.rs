@@ -70,6 +70,12 @@ pub enum ProviderError {
     /// Storing a page's events failed.
     #[error("the page's events could not be stored")]
     Sink(#[source] crate::sink::SinkError),
+    /// The named credential (`auth: { credential: NAME }`) could not be used.
+    #[error("the provider's auth credential could not be used")]
+    Credential(#[source] http::CredentialError),
+    /// The SSRF guard refused the request's address.
+    #[error("request refused")]
+    Refused(#[source] estafeta_destinations::webhook::ssrf::SsrfError),
     /// The run was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,

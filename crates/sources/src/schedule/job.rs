@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use estafeta_config::schedule_source::JobSettings;
 use estafeta_core::{Event, EventId, ScheduleRunId, TenantId};
 use estafeta_store::RunTrigger;
+use estafeta_store::vault::Credentials;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -158,17 +159,23 @@ impl ScheduledJob for Unbuilt {
 }
 
 /// The job a schedule's settings describe (the one place a new kind of job is wired in).
-pub(crate) fn build(schedule_id: &str, job: &JobSettings) -> Arc<dyn ScheduledJob> {
+pub(crate) fn build(
+    schedule_id: &str,
+    job: &JobSettings,
+    credentials: &Credentials,
+) -> Arc<dyn ScheduledJob> {
     match job {
-        JobSettings::Provider(p) => match crate::provider::registry::build(schedule_id, p) {
-            Ok(provider) => Arc::new(crate::provider::ProviderJob::new(provider)),
-            Err(e) => {
-                tracing::error!(schedule_id, error = %e, "provider could not be built");
-                Arc::new(Unbuilt {
-                    message: e.to_string(),
-                })
+        JobSettings::Provider(p) => {
+            match crate::provider::registry::build(schedule_id, p, Some(credentials.clone())) {
+                Ok(provider) => Arc::new(crate::provider::ProviderJob::new(provider)),
+                Err(e) => {
+                    tracing::error!(schedule_id, error = %e, "provider could not be built");
+                    Arc::new(Unbuilt {
+                        message: e.to_string(),
+                    })
+                }
             }
-        },
+        }
         JobSettings::Emit { event_type, data } => Arc::new(EmitEvent {
             event_type: event_type.clone(),
             data: data.clone(),

@@ -37,7 +37,8 @@ mod runtime;
 use std::sync::{Arc, PoisonError};
 
 use chrono::{DateTime, Utc};
-use estafeta_config::schedule_source::ScheduleSourceSettings;
+use estafeta_config::schedule_source::{JobSettings, ScheduleSourceSettings};
+use estafeta_store::vault::Credentials;
 use estafeta_store::{RunStatus, RunTrigger, ScheduleRun, StoreError};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +86,35 @@ pub struct ScheduleInfo {
     pub overlap: &'static str,
     /// The next tick (none once a one-off or bounded schedule is over).
     pub next_fire_at: Option<DateTime<Utc>>,
+    /// What a run does.
+    pub job: ScheduleJobInfo,
+}
+
+/// What a schedule's runs do, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleJobInfo {
+    /// Emits one event of this type.
+    Emit {
+        /// The event type.
+        event_type: String,
+    },
+    /// Pulls through a provider.
+    Provider {
+        /// The provider's kind (`http`).
+        provider: &'static str,
+    },
+}
+
+impl ScheduleJobInfo {
+    fn of(job: &JobSettings) -> Self {
+        match job {
+            JobSettings::Emit { event_type, .. } => Self::Emit {
+                event_type: event_type.clone(),
+            },
+            JobSettings::Provider(p) => Self::Provider { provider: p.kind() },
+        }
+    }
 }
 
 /// Why a manual run was not started.
@@ -125,6 +155,7 @@ impl Schedules {
         board: &StatusBoard,
         cancel: &CancellationToken,
         tracker: &TaskTracker,
+        credentials: &Credentials,
     ) -> Self {
         if schedules.is_empty() {
             return Self::default();
@@ -139,6 +170,7 @@ impl Schedules {
             board.clone(),
             cancel.child_token(),
             tracker.clone(),
+            credentials,
         ));
         tracker.spawn(Arc::clone(&shared).schedule());
         for _ in 0..runtime::WORKERS {
@@ -172,6 +204,7 @@ impl Schedules {
                     priority: s.priority.as_str(),
                     overlap: s.overlap.as_str(),
                     next_fire_at: *e.next_fire.lock().unwrap_or_else(PoisonError::into_inner),
+                    job: ScheduleJobInfo::of(&s.job),
                 }
             })
             .collect()

@@ -15,6 +15,7 @@ use estafeta_core::ScheduleRunId;
 use estafeta_core::metric_names::{
     SCHEDULE_FIRE_DELAY, SCHEDULE_MISFIRES, SCHEDULE_RUN_DURATION, SCHEDULE_RUNS, SOURCE_EVENTS,
 };
+use estafeta_store::vault::Credentials;
 use estafeta_store::{RunClaim, RunFinish, RunStatus, RunTrigger, ScheduleRun, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -108,11 +109,12 @@ impl Shared {
         board: StatusBoard,
         cancel: CancellationToken,
         tracker: TaskTracker,
+        credentials: &Credentials,
     ) -> Self {
         let entries: Vec<Entry> = schedules
             .into_iter()
             .map(|(id, settings)| Entry {
-                job: super::job::build(&id, &settings.job),
+                job: super::job::build(&id, &settings.job, credentials),
                 id,
                 settings,
                 state: tokio::sync::Mutex::new(Slots::default()),

@@ -87,7 +87,12 @@ fn start(
         TaskTracker::new(),
     );
     let list = list.into_iter().map(|(id, s)| (id.to_owned(), s)).collect();
-    let schedules = Schedules::start(list, sink, store, &board, &cancel, &tracker);
+    let credentials = estafeta_store::vault::Vault::new(
+        Arc::clone(&store),
+        estafeta_store::vault::MasterKey::generate(),
+    )
+    .credentials();
+    let schedules = Schedules::start(list, sink, store, &board, &cancel, &tracker, &credentials);
     Running {
         schedules,
         cancel,

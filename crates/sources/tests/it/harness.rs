@@ -1,4 +1,5 @@
-//! A collecting sink, a store for cursors, and a way to start one source from YAML.
+//! A collecting sink, a store for cursors (and a credential vault over it), and a way to start
+//! one source from YAML.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use estafeta_core::{Event, EventId};
 use estafeta_sources::{EventSink, SinkError, SourceStatus, Sources};
+use estafeta_store::vault::{MasterKey, Vault};
 use estafeta_store::{SqliteOptions, SqliteStore, Store};
 use serde_json::Value;
 
@@ -41,6 +43,8 @@ impl Collect {
 pub(crate) struct Harness {
     pub(crate) sink: Arc<Collect>,
     pub(crate) store: Arc<dyn Store>,
+    /// The credential store over `store` that providers read named credentials from.
+    pub(crate) vault: Vault,
     pub(crate) sources: Option<Sources>,
     _dir: tempfile::TempDir,
     yaml: String,
@@ -57,6 +61,7 @@ impl Harness {
         );
         let mut h = Self {
             sink: Arc::new(Collect::default()),
+            vault: Vault::new(Arc::clone(&store), MasterKey::generate()),
             store,
             sources: None,
             _dir: dir,
@@ -78,6 +83,7 @@ impl Harness {
             &config.sources,
             Arc::clone(&self.sink) as Arc<dyn EventSink>,
             Arc::clone(&self.store),
+            &self.vault.credentials(),
         ));
     }
 

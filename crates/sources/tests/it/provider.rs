@@ -1,11 +1,13 @@
 //! A schedule with an HTTP provider, through the real schedule runtime and a SQLite store,
 //! against the local partner API: manual runs pull every page into events, the run history
 //! counts the records, the cursor is stored after the events and the next run asks only for
-//! newer records; a run whose partner is gone fails and leaves the cursor alone.
+//! newer records; a run whose partner is gone fails and leaves the cursor alone. A named
+//! credential is read from the vault at each run.
 
 use std::time::Duration;
 
 use estafeta_sources::provider::cursor_key;
+use estafeta_store::vault::CredentialType;
 use estafeta_store::{RunStatus, ScheduleRun};
 use estafeta_testkit::PartnerApi;
 
@@ -61,6 +63,7 @@ async fn a_scheduled_provider_pulls_pages_into_events_and_keeps_its_cursor() {
       cursor: {{ field: updated_at }}
       attempts: 2
       emit: {{ type: partner.sale, id: id }}
+      allow_private_networks: true
 "#,
         api.base_url()
     );
@@ -106,5 +109,54 @@ async fn a_scheduled_provider_pulls_pages_into_events_and_keeps_its_cursor() {
         h.store.get_cursor(&key).await.unwrap().as_deref(),
         Some("2026-11-01T00:27:00Z")
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_named_credential_is_read_from_the_vault_at_each_run() {
+    let api = PartnerApi::builder()
+        .records(5)
+        .api_key("vault-key")
+        .start()
+        .await;
+    let yaml = format!(
+        r#"sources:
+  - id: sales
+    kind: schedule
+    every: 1h
+    provider:
+      kind: http
+      url: "{}/v1/sales/pages"
+      auth: {{ credential: partner }}
+      pagination: {{ kind: page_number, size: 10 }}
+      records: $.data[*]
+      attempts: 1
+      allow_private_networks: true
+"#,
+        api.base_url()
+    );
+    let mut h = Harness::start(&yaml).await;
+    // Not stored yet: the run fails naming it.
+    let missing = run_once(&h).await;
+    assert_eq!(missing.status, RunStatus::Failed);
+    let error = missing.error.unwrap_or_default();
+    assert!(
+        error.contains("credential `partner` does not exist"),
+        "{error}"
+    );
+    // Stored while the schedule runs: the next run uses it.
+    let fields = serde_json::json!({"header": "X-Api-Key", "key": "vault-key"});
+    h.vault
+        .put_credential(
+            "partner",
+            CredentialType::ApiKey,
+            fields.as_object().unwrap(),
+        )
+        .await
+        .unwrap();
+    let ok = run_once(&h).await;
+    assert_eq!(ok.status, RunStatus::Succeeded, "{ok:?}");
+    assert_eq!(ok.records, 5);
+    assert_eq!(h.sink.all().len(), 5);
     h.stop().await;
 }

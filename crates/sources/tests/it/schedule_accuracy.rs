@@ -45,6 +45,11 @@ async fn measure(
         &config.sources,
         Arc::new(engine.clone()),
         Arc::clone(&store),
+        &estafeta_store::vault::Vault::new(
+            Arc::clone(&store),
+            estafeta_store::vault::MasterKey::generate(),
+        )
+        .credentials(),
     );
     let started = Utc::now();
     let deadline = Instant::now() + Duration::from_secs(120);

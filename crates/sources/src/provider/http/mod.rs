@@ -7,20 +7,22 @@
 //! fetched (templates read the last one as `cursor`); without a `cursor` it keeps none.
 
 mod auth;
+mod credential;
 mod paging;
 mod schema;
 mod send;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use estafeta_config::provider_http::{EmitPer, HttpProviderSettings, PaginationSettings};
 use estafeta_core::Event;
+use estafeta_store::vault::Credentials;
 use reqwest::{Method, Url};
 use serde_json::Value;
 use serde_json_path::JsonPath;
+
+pub use self::credential::CredentialError;
 
 use self::auth::Auth;
 use self::send::Sender;
@@ -108,11 +110,16 @@ pub struct HttpProvider {
 }
 
 impl HttpProvider {
-    /// Builds the provider of schedule `id`.
+    /// Builds the provider of schedule `id`. `credentials` is where `auth: { credential: … }`
+    /// is read at each run (without it such a run fails naming the credential).
     ///
     /// # Errors
     /// The client, a template or a JSON path could not be built.
-    pub fn new(id: &str, s: &HttpProviderSettings) -> Result<Self, BuildError> {
+    pub fn new(
+        id: &str,
+        s: &HttpProviderSettings,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, BuildError> {
         let path = |p: &str| {
             JsonPath::parse(p).map_err(|source| BuildError::Path {
                 id: id.to_owned(),
@@ -147,14 +154,9 @@ impl HttpProvider {
                 id: id.to_owned(),
                 source,
             })?;
-        estafeta_destinations::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(estafeta_destinations::USER_AGENT)
-            .no_proxy()
-            .timeout(s.timeout)
-            .connect_timeout(s.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
+        // No redirects, no proxy, and the SSRF guard unless private networks are allowed.
+        let client = estafeta_destinations::HttpClients::new()
+            .guarded_client(s.timeout, s.allow_private_networks)
             .map_err(|source| BuildError::Client {
                 id: id.to_owned(),
                 source,
@@ -173,9 +175,10 @@ impl HttpProvider {
             headers,
             sender: Sender::new(
                 client,
-                Auth::new(s.auth.clone()),
+                Auth::new(s.auth.clone(), credentials, s.allow_private_networks),
                 s.rate_limit.as_ref(),
                 s.attempts,
+                s.allow_private_networks,
             ),
             templates,
             settings: s.clone(),
@@ -261,6 +264,7 @@ impl Provider for HttpProvider {
             .as_ref()
             .and_then(|(_, i)| i.as_deref());
         let checkpoint = checkpoint.or(initial);
+        let auth = self.sender.auth.for_run().await?;
         let ctx = template::context(run, checkpoint);
         let (method, base, headers) = self.first_request(&ctx)?;
         let p = &self.settings.pagination;
@@ -311,7 +315,7 @@ impl Provider for HttpProvider {
             };
             let res = self
                 .sender
-                .send(&run.cancel, &method, &page_url, &headers)
+                .send(&run.cancel, &auth, &method, &page_url, &headers)
                 .await?;
             let link = res
                 .headers()

@@ -33,7 +33,9 @@ pub(crate) fn settings_schema() -> Value {
                   "properties": { "kind": { "const": "basic" }, "username": { "type": "string" }, "password": secret } },
                 { "type": "object", "title": "OAuth 2 client credentials", "required": ["kind", "token_url", "client_id", "client_secret"], "additionalProperties": false,
                   "properties": { "kind": { "const": "oauth2" }, "token_url": { "type": "string", "format": "uri" }, "client_id": { "type": "string" },
-                                  "client_secret": secret, "scopes": { "type": "array", "items": { "type": "string" } } } }
+                                  "client_secret": secret, "scopes": { "type": "array", "items": { "type": "string" } } } },
+                { "type": "object", "title": "Stored credential", "required": ["credential"], "additionalProperties": false,
+                  "properties": { "credential": { "type": "string", "description": "A credential's name in the credential store (api_key, bearer, basic or oauth2_client_credentials), read at each run." } } }
             ] },
             "pagination": { "oneOf": [
                 { "type": "object", "title": "Page number", "required": ["kind"], "additionalProperties": false,
@@ -58,7 +60,8 @@ pub(crate) fn settings_schema() -> Value {
             "rate_limit": { "type": "string", "pattern": "^[0-9]+/(s|sec|second|m|min|minute|h|hour)$" },
             "attempts": { "type": "integer", "minimum": 1, "maximum": 20, "default": 5 },
             "timeout": { "type": "string", "default": "30s" },
-            "max_pages": { "type": "integer", "minimum": 1, "default": 10000 }
+            "max_pages": { "type": "integer", "minimum": 1, "default": 10000 },
+            "allow_private_networks": { "type": "boolean", "default": false, "description": "Let requests reach private, loopback and link-local addresses." }
         }
     })
 }

@@ -1,12 +1,15 @@
 //! Sending one of the HTTP provider's requests: the per-provider rate limit, retries with
 //! backoff on timeouts, connection errors and 5xx, `Retry-After` on 429, and one fresh OAuth 2
-//! token after a 401.
+//! token after a 401; and the SSRF guard (private, loopback and link-local addresses are
+//! refused unless `allow_private_networks` is set).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use estafeta_config::RateLimit;
+use estafeta_config::provider_http::AuthSettings;
+use estafeta_destinations::webhook::ssrf::{SsrfError, refused_literal};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode, Url};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,40 @@ pub(crate) struct Sender {
     pub(crate) auth: Auth,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     attempts: u32,
+    allow_private_networks: bool,
+}
+
+/// Refuses a URL whose host is a private IP literal (names are checked after resolution by
+/// the client's resolver), unless private networks are allowed.
+pub(crate) fn guard(url: &Url, allow_private_networks: bool) -> Result<(), ProviderError> {
+    if allow_private_networks {
+        return Ok(());
+    }
+    match url.host().and_then(|h| refused_literal(&h)) {
+        Some(refused) => Err(ProviderError::Refused(refused)),
+        None => Ok(()),
+    }
+}
+
+/// The SSRF guard's refusal among an error's causes (a name that resolved only to private
+/// addresses).
+fn refusal(err: &reqwest::Error) -> Option<SsrfError> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(ssrf) = e.downcast_ref::<SsrfError>() {
+            return Some(ssrf.clone());
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// A transport error: the guard's refusal when that is what it is, else a request error.
+pub(crate) fn transport(host: String, err: reqwest::Error) -> ProviderError {
+    match refusal(&err) {
+        Some(refused) => ProviderError::Refused(refused),
+        None => ProviderError::request(host, err),
+    }
 }
 
 /// The limiter for `count` requests per `per`, bursting up to `count`.
@@ -56,23 +93,28 @@ impl Sender {
         auth: Auth,
         rate: Option<&RateLimit>,
         attempts: u32,
+        allow_private_networks: bool,
     ) -> Self {
         Self {
             client,
             auth,
             limiter: rate.and_then(limiter).map(Arc::new),
             attempts: attempts.max(1),
+            allow_private_networks,
         }
     }
 
-    /// Sends `method url` with `headers`, retrying as the module says; answers a 2xx response.
+    /// Sends `method url` with `headers` and the run's `auth`, retrying as the module says;
+    /// answers a 2xx response.
     pub(crate) async fn send(
         &self,
         cancel: &CancellationToken,
+        auth: &AuthSettings,
         method: &Method,
         url: &Url,
         headers: &[(String, String)],
     ) -> Result<reqwest::Response, ProviderError> {
+        guard(url, self.allow_private_networks)?;
         let host = super::host_of(url.as_str());
         let mut refreshed = false;
         let mut attempt = 0;
@@ -88,13 +130,13 @@ impl Sender {
             for (name, value) in headers {
                 req = req.header(name, value);
             }
-            let req = self.auth.apply(&self.client, req).await?;
+            let req = self.auth.apply(&self.client, auth, req).await?;
             let (wait, error) = match req.send().await {
                 Ok(res) if res.status().is_success() => return Ok(res),
                 Ok(res) if res.status() == StatusCode::UNAUTHORIZED && !refreshed => {
                     // A token revoked or expired early: one more try with a fresh one.
                     refreshed = true;
-                    if self.auth.invalidate().await {
+                    if self.auth.invalidate(auth).await {
                         attempt -= 1;
                         continue;
                     }
@@ -115,15 +157,18 @@ impl Sender {
                         return Err(err);
                     }
                 }
-                Err(source)
-                    if source.is_timeout() || source.is_connect() || source.is_request() =>
-                {
+                Err(source) => {
+                    if let Some(refused) = refusal(&source) {
+                        return Err(ProviderError::Refused(refused));
+                    }
+                    if !(source.is_timeout() || source.is_connect() || source.is_request()) {
+                        return Err(ProviderError::request(host, source));
+                    }
                     (
                         backoff(attempt),
                         ProviderError::request(host.clone(), source),
                     )
                 }
-                Err(source) => return Err(ProviderError::request(host, source)),
             };
             if attempt >= self.attempts {
                 return Err(error);

@@ -1,6 +1,7 @@
 //! The HTTP provider against the local partner API: every pagination style and auth method,
 //! retry after 429, OAuth 2 token expiry and revocation, the incremental cursor (advanced only
-//! after the events are stored), one event per run.
+//! after the events are stored), one event per run. Named credentials and the SSRF guard are
+//! in `tests/credentials.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use chrono::Utc;
 use estafeta_config::provider::ProviderSettings;
 use estafeta_config::schedule_source::JobSettings;
 use estafeta_core::{Event, EventId, ScheduleRunId};
+use estafeta_store::vault::{CredentialType, Credentials, MasterKey, Vault};
 use estafeta_store::{RunTrigger, SqliteOptions, SqliteStore, Store};
 use estafeta_testkit::PartnerApi;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::provider::{ProviderJob, cursor_key, registry};
 use crate::schedule::{JobError, RunContext, ScheduledJob};
 use crate::sink::{EventSink, SinkError};
+
+mod credentials;
 
 /// Records appended events; fails every append while `fail` is set.
 #[derive(Default)]
@@ -60,8 +64,18 @@ impl estafeta_config::Lookup for Lookup {
     }
 }
 
-/// A schedule job from the `provider:` YAML (indented under it).
+/// A schedule job from the `provider:` YAML (indented under it), allowed to reach the local
+/// partner API.
 fn job(provider: &str) -> ProviderJob {
+    guarded_job(
+        &format!("{provider}      allow_private_networks: true\n"),
+        None,
+    )
+}
+
+/// A schedule job from the `provider:` YAML as written, reading named credentials from
+/// `credentials`.
+fn guarded_job(provider: &str, credentials: Option<Credentials>) -> ProviderJob {
     let text = format!(
         "sources:\n  - id: sales\n    kind: schedule\n    every: 1h\n    provider:\n{provider}"
     );
@@ -72,7 +86,7 @@ fn job(provider: &str) -> ProviderJob {
     let JobSettings::Provider(p @ ProviderSettings::Http(_)) = &s.job else {
         unreachable!()
     };
-    ProviderJob::new(registry::build("sales", p).unwrap())
+    ProviderJob::new(registry::build("sales", p, credentials).unwrap())
 }
 
 struct Harness {

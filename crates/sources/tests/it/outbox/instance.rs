@@ -145,6 +145,11 @@ impl Instance {
             &config.sources,
             Arc::clone(&self.log) as Arc<dyn EventSink>,
             Arc::clone(&self.store),
+            &estafeta_store::vault::Vault::new(
+                Arc::clone(&self.store),
+                estafeta_store::vault::MasterKey::generate(),
+            )
+            .credentials(),
         ));
     }
 
