@@ -23,7 +23,7 @@ fn seqs_delivered(rx: &WebhookReceiver) -> HashSet<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
     let rx = WebhookReceiver::start().await;
-    rx.set_delay(Duration::from_millis(5));
+    rx.set_delay(Duration::from_millis(20));
     let dir = tempfile::tempdir().unwrap();
     let cfg = one_route(
         &rx.url(),
@@ -61,6 +61,16 @@ async fn kill_9_while_ingesting_and_delivering_loses_nothing_accepted() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(rx.wait_for_count(50, T).await);
+    // Kill while a backlog is waiting, so the crash interrupts delivery even when the
+    // machine is busy and ingest is slow.
+    let start = std::time::Instant::now();
+    while accepted.lock().unwrap().len() < seqs_delivered(&rx).len() + 50 {
+        assert!(
+            start.elapsed() < T,
+            "no backlog formed: delivery kept up with ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     s.kill9().await;
     for h in senders {
         let _ = h.await;
