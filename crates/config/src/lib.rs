@@ -8,6 +8,7 @@ pub mod chat_destination;
 pub mod duration;
 pub mod model;
 pub mod mysql_source;
+pub mod nats_destination;
 pub mod ntfy_destination;
 pub mod object_destination;
 pub mod outbox_source;

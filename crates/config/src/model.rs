@@ -272,6 +272,8 @@ pub enum DestinationKind {
     GoogleChat(crate::chat_destination::ChatConfig),
     /// E-mail through an SMTP server.
     Smtp(Box<crate::smtp_destination::SmtpConfig>),
+    /// Messages published to NATS subjects, acknowledged by JetStream.
+    Nats(Box<crate::nats_destination::NatsConfig>),
     /// Batches of records as objects in an S3 or S3-compatible bucket.
     S3(Box<crate::object_destination::S3Config>),
     /// Batches of records as files under a local directory.

@@ -76,6 +76,8 @@ pub enum DestinationKindSettings {
     Chat(Box<crate::chat_destination::ChatSettings>),
     /// E-mail through an SMTP server.
     Smtp(Box<crate::smtp_destination::SmtpSettings>),
+    /// NATS subjects, JetStream or core.
+    Nats(Box<crate::nats_destination::NatsSettings>),
     /// Objects in an S3 or S3-compatible bucket.
     S3(Box<crate::object_destination::S3Settings>),
     /// Files under a local directory.
@@ -87,7 +89,9 @@ impl DestinationKindSettings {
     #[must_use]
     pub fn template_escape(&self) -> estafeta_core::template::Escape {
         match self {
-            Self::Webhook(_) | Self::Ntfy(_) => estafeta_core::template::Escape::None,
+            Self::Webhook(_) | Self::Ntfy(_) | Self::Nats(_) => {
+                estafeta_core::template::Escape::None
+            }
             Self::Telegram(t) => t.parse_mode.escape(),
             Self::Chat(c) => c.service.escape(),
             Self::Smtp(s) if s.html => estafeta_core::template::Escape::Html,

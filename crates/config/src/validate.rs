@@ -191,6 +191,12 @@ impl Ctx<'_> {
         self.err_at(l, c, field, message);
     }
 
+    /// An error placed at the entry being validated (for fields without a position).
+    pub(crate) fn err_entry(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        let (l, c) = self.entry;
+        self.err_at(l, c, field, message);
+    }
+
     pub(crate) fn resolve(&mut self, t: &Text, field: &str) -> Option<text::Resolved> {
         match text::resolve(t.raw(), self.lookup) {
             Ok(r) => Some(r),
@@ -439,6 +445,10 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             DestinationKind::Ntfy(n) => {
                 crate::ntfy_destination::validate(&mut cx, &p, &d.id.value, n)
                     .map(|s| DestinationKindSettings::Ntfy(Box::new(s)))
+            }
+            DestinationKind::Nats(n) => {
+                crate::nats_destination::validate(&mut cx, &p, &d.id.value, n)
+                    .map(|s| DestinationKindSettings::Nats(Box::new(s)))
             }
             DestinationKind::Smtp(m) => {
                 crate::smtp_destination::validate(&mut cx, &p, &d.id.value, m)

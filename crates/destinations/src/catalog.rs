@@ -54,6 +54,19 @@ const KINDS: &[(&str, &str, &[&str], &[&str])] = &[
         ],
     ),
     (
+        "nats",
+        "Messages published to NATS subjects, acknowledged by JetStream.",
+        &["subject"],
+        &[
+            "url",
+            "jetstream",
+            "token",
+            "username",
+            "password",
+            "timeout",
+        ],
+    ),
+    (
         "slack",
         "A Slack channel's incoming webhook.",
         &["url"],
@@ -134,7 +147,8 @@ fn field_schema(name: &str) -> Value {
         | "html"
         | "gzip"
         | "split_arrays"
-        | "path_style" => json!({ "type": "boolean" }),
+        | "path_style"
+        | "jetstream" => json!({ "type": "boolean" }),
         "port" | "message_thread_id" | "max_records" => json!({ "type": "integer" }),
         "tags" | "to" | "cc" | "bcc" | "columns" => {
             json!({ "type": "array", "items": { "type": "string" } })
@@ -180,7 +194,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_schema_naming_its_kind() {
         let all = super::catalog();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 11);
         for d in all {
             assert_eq!(d.settings_schema["properties"]["kind"]["const"], d.kind);
         }

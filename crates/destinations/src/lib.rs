@@ -1,7 +1,7 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
 //! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`], [`chat`] for
-//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail, [`object`] for S3 buckets and
+//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail, [`nats`] for NATS subjects (JetStream or core), [`object`] for S3 buckets and
 //! local directories) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod chat;
 mod http_client;
 pub mod lookup;
+pub mod nats;
 pub mod ntfy;
 pub mod object;
 pub mod registry;
@@ -29,6 +30,7 @@ pub use build_error::BuildError;
 pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
 pub use lookup::{Lookup, LookupAnswer, LookupFailure, LookupRequest};
+pub use nats::Nats;
 pub use ntfy::Ntfy;
 pub use object::ObjectStorage;
 pub use registry::build;

@@ -43,6 +43,7 @@ pub fn build(
         DestinationKindSettings::Smtp(smtp) => {
             Ok(Arc::new(crate::Smtp::new(smtp, settings.concurrency)?))
         }
+        DestinationKindSettings::Nats(nats) => Ok(Arc::new(crate::Nats::new(nats)?)),
         DestinationKindSettings::S3(s3) => Ok(Arc::new(crate::ObjectStorage::s3(s3)?)),
         DestinationKindSettings::File(file) => Ok(Arc::new(crate::ObjectStorage::file(file)?)),
     }

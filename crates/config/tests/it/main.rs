@@ -321,3 +321,38 @@ destinations:
         "{text}"
     );
 }
+
+#[test]
+fn nats_destinations_validate_and_name_their_problems() {
+    let yaml = r#"
+destinations:
+  - id: bus
+    kind: nats
+    url: nats://127.0.0.1:4222,nats://10.0.0.2:4222
+    subject: "orders.{{ type }}"
+    username: estafeta
+    password: s3cret
+"#;
+    let cfg = load_str(yaml, "n.yaml", &Env).unwrap();
+    let estafeta_config::DestinationKindSettings::Nats(n) = &cfg.destinations[0].kind else {
+        panic!("not a nats destination");
+    };
+    assert!(n.jetstream);
+    assert_eq!(n.url, "nats://127.0.0.1:4222,nats://10.0.0.2:4222");
+    assert!(matches!(
+        n.auth,
+        estafeta_config::nats_destination::NatsAuth::UserPassword { .. }
+    ));
+
+    let bad = "destinations:\n  - id: bus\n    kind: nats\n    url: http://x\n    subject: \"orders.{{ type \"\n    token: t\n    username: u\n  - id: b2\n    kind: nats\n    subject: \"orders.*\"\n    timeout: 0s\n";
+    let text = load_str(bad, "n.yaml", &Env).unwrap_err().to_string();
+    for expected in [
+        "destinations[0].url: a NATS server address",
+        "destinations[0].subject: template does not compile",
+        "destinations[0].token: use either `token`",
+        "destinations[1].subject: `orders.*` is not a subject to publish to",
+        "destinations[1].timeout: must be more than 0s",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from {text}");
+    }
+}

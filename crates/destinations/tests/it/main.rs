@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod lookup;
+mod nats;
 mod object;
 mod object_retention;
 mod smtp;

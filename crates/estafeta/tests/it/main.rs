@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `estafeta` binary, a real SQLite store on disk, and local peers
 //! (a webhook receiver that verifies Standard Webhooks signatures, chat and mail servers, an
-//! S3-compatible server).
+//! S3-compatible server, NATS with JetStream).
 
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +15,7 @@ mod delivery;
 mod examples;
 mod ingest;
 mod mail;
+mod nats;
 mod notify;
 mod object_storage;
 mod partner_to_bucket;
