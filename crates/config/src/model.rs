@@ -134,6 +134,14 @@ pub enum SourceKind {
     Outbox(Box<crate::outbox_source::OutboxSourceConfig>),
     /// Runs on a cron expression, an interval or once.
     Schedule(Box<crate::schedule_source::ScheduleSourceConfig>),
+    /// A RabbitMQ (AMQP 0-9-1) queue consumed with acknowledgements after the durable append.
+    Amqp(Box<crate::amqp_source::AmqpSourceConfig>),
+    /// A NATS JetStream stream read through a durable consumer.
+    Nats(Box<crate::nats_source::NatsSourceConfig>),
+    /// Kafka topics read in a consumer group, offsets committed after storing.
+    Kafka(Box<crate::kafka_source::KafkaSourceConfig>),
+    /// MQTT topic filters subscribed with QoS 1 in a persistent session.
+    Mqtt(Box<crate::mqtt_source::MqttSourceConfig>),
 }
 
 /// `kind: http` — the ingest API.
@@ -274,6 +282,12 @@ pub enum DestinationKind {
     Smtp(Box<crate::smtp_destination::SmtpConfig>),
     /// Messages published to NATS subjects, acknowledged by JetStream.
     Nats(Box<crate::nats_destination::NatsConfig>),
+    /// Messages published to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms.
+    Amqp(Box<crate::amqp_destination::AmqpConfig>),
+    /// Messages produced to a Kafka topic (idempotent producer, `acks=all`).
+    Kafka(Box<crate::kafka_destination::KafkaDestinationConfig>),
+    /// Messages published with QoS 1 to MQTT topics.
+    Mqtt(Box<crate::mqtt_destination::MqttConfig>),
     /// Batches of records as objects in an S3 or S3-compatible bucket.
     S3(Box<crate::object_destination::S3Config>),
     /// Batches of records as files under a local directory.

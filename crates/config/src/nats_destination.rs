@@ -101,13 +101,21 @@ pub fn is_publish_subject(subject: &str) -> bool {
         })
 }
 
-pub(crate) fn validate(
+/// The connection settings a NATS destination and a NATS source share, as written.
+pub(crate) struct ConnectionFields<'a> {
+    pub(crate) url: &'a Option<Text>,
+    pub(crate) token: &'a Option<Text>,
+    pub(crate) username: &'a Option<Text>,
+    pub(crate) password: &'a Option<Text>,
+}
+
+/// Checks a server address list and the credentials; `p` is the entry's path.
+pub(crate) fn validate_connection(
     cx: &mut Ctx<'_>,
     p: &str,
-    id: &str,
-    c: &NatsConfig,
-) -> Option<NatsSettings> {
-    let url = match &c.url {
+    c: &ConnectionFields<'_>,
+) -> Option<(String, NatsAuth)> {
+    let url = match c.url {
         None => DEFAULT_URL.to_owned(),
         Some(t) => {
             let text = cx
@@ -137,6 +145,54 @@ pub(crate) fn validate(
             text
         }
     };
+    let anchor = c.url.as_ref().or(c.token.as_ref()).or(c.username.as_ref());
+    let problem = |cx: &mut Ctx<'_>, field: &str, message: &str| match anchor {
+        Some(t) => cx.err_text(t, format!("{p}.{field}"), message),
+        None => cx.err_entry(format!("{p}.{field}"), message),
+    };
+    let auth = match (c.token, c.username, c.password) {
+        (None, None, None) => NatsAuth::None,
+        (Some(t), None, None) => NatsAuth::Token(cx.resolve(t, &format!("{p}.token"))?.value),
+        (None, Some(u), Some(pw)) => NatsAuth::UserPassword {
+            username: cx.resolve(u, &format!("{p}.username"))?.value,
+            password: cx.resolve(pw, &format!("{p}.password"))?.value,
+        },
+        (Some(_), _, _) => {
+            problem(
+                cx,
+                "token",
+                "use either `token` or `username` + `password`, not both",
+            );
+            NatsAuth::None
+        }
+        (None, _, _) => {
+            problem(
+                cx,
+                "username",
+                "user/password authentication needs both `username` and `password`",
+            );
+            NatsAuth::None
+        }
+    };
+    Some((url, auth))
+}
+
+pub(crate) fn validate(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    id: &str,
+    c: &NatsConfig,
+) -> Option<NatsSettings> {
+    let (url, auth) = validate_connection(
+        cx,
+        p,
+        &ConnectionFields {
+            url: &c.url,
+            token: &c.token,
+            username: &c.username,
+            password: &c.password,
+        },
+    )?;
     let anchor = c.url.as_ref().or(c.token.as_ref()).or(c.username.as_ref());
     let problem = |cx: &mut Ctx<'_>, field: &str, message: String| match anchor {
         Some(t) => cx.err_text(t, format!("{p}.{field}"), message),
@@ -168,30 +224,6 @@ pub(crate) fn validate(
             ),
         );
     }
-    let auth = match (&c.token, &c.username, &c.password) {
-        (None, None, None) => NatsAuth::None,
-        (Some(t), None, None) => NatsAuth::Token(cx.resolve(t, &format!("{p}.token"))?.value),
-        (None, Some(u), Some(pw)) => NatsAuth::UserPassword {
-            username: cx.resolve(u, &format!("{p}.username"))?.value,
-            password: cx.resolve(pw, &format!("{p}.password"))?.value,
-        },
-        (Some(_), _, _) => {
-            problem(
-                cx,
-                "token",
-                "use either `token` or `username` + `password`, not both".to_owned(),
-            );
-            NatsAuth::None
-        }
-        (None, _, _) => {
-            problem(
-                cx,
-                "username",
-                "user/password authentication needs both `username` and `password`".to_owned(),
-            );
-            NatsAuth::None
-        }
-    };
     if c.timeout.0.is_zero() {
         problem(cx, "timeout", "must be more than 0s".to_owned());
     }

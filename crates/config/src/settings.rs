@@ -78,6 +78,12 @@ pub enum DestinationKindSettings {
     Smtp(Box<crate::smtp_destination::SmtpSettings>),
     /// NATS subjects, JetStream or core.
     Nats(Box<crate::nats_destination::NatsSettings>),
+    /// A RabbitMQ exchange, publisher confirms.
+    Amqp(Box<crate::amqp_destination::AmqpSettings>),
+    /// A Kafka topic, acknowledged by all in-sync replicas.
+    Kafka(Box<crate::kafka_destination::KafkaDestinationSettings>),
+    /// MQTT topics, QoS 1.
+    Mqtt(Box<crate::mqtt_destination::MqttSettings>),
     /// Objects in an S3 or S3-compatible bucket.
     S3(Box<crate::object_destination::S3Settings>),
     /// Files under a local directory.
@@ -89,9 +95,10 @@ impl DestinationKindSettings {
     #[must_use]
     pub fn template_escape(&self) -> estafeta_core::template::Escape {
         match self {
-            Self::Webhook(_) | Self::Ntfy(_) | Self::Nats(_) => {
+            Self::Webhook(_) | Self::Ntfy(_) | Self::Nats(_) | Self::Mqtt(_) | Self::Amqp(_) => {
                 estafeta_core::template::Escape::None
             }
+            Self::Kafka(_) => estafeta_core::template::Escape::None,
             Self::Telegram(t) => t.parse_mode.escape(),
             Self::Chat(c) => c.service.escape(),
             Self::Smtp(s) if s.html => estafeta_core::template::Escape::Html,

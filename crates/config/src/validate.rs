@@ -85,6 +85,14 @@ pub enum SourceKindSettings {
     Outbox(Box<crate::outbox_source::OutboxSourceSettings>),
     /// A schedule.
     Schedule(Box<crate::schedule_source::ScheduleSourceSettings>),
+    /// A RabbitMQ queue consumer.
+    Amqp(Box<crate::amqp_source::AmqpSourceSettings>),
+    /// A NATS JetStream consumer.
+    Nats(Box<crate::nats_source::NatsSourceSettings>),
+    /// A Kafka consumer group.
+    Kafka(Box<crate::kafka_source::KafkaSourceSettings>),
+    /// MQTT subscription.
+    Mqtt(Box<crate::mqtt_source::MqttSourceSettings>),
 }
 
 impl SourceKindSettings {
@@ -97,6 +105,10 @@ impl SourceKindSettings {
             Self::Mysql(_) => "mysql",
             Self::Outbox(_) => "outbox",
             Self::Schedule(_) => "schedule",
+            Self::Amqp(_) => "amqp",
+            Self::Nats(_) => "nats",
+            Self::Kafka(_) => "kafka",
+            Self::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -334,6 +346,34 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
                     None => continue,
                 }
             }
+            SourceKind::Kafka(k) => {
+                let p = format!("sources[{i}]");
+                match crate::kafka_source::validate(&mut cx, &p, &s.id.value, k) {
+                    Some(v) => SourceKindSettings::Kafka(Box::new(v)),
+                    None => continue,
+                }
+            }
+            SourceKind::Mqtt(mq) => {
+                let p = format!("sources[{i}]");
+                match crate::mqtt_source::validate(&mut cx, &p, &s.id.value, mq) {
+                    Some(v) => SourceKindSettings::Mqtt(Box::new(v)),
+                    None => continue,
+                }
+            }
+            SourceKind::Nats(n) => {
+                let p = format!("sources[{i}]");
+                match crate::nats_source::validate(&mut cx, &p, &s.id.value, n) {
+                    Some(v) => SourceKindSettings::Nats(Box::new(v)),
+                    None => continue,
+                }
+            }
+            SourceKind::Amqp(a) => {
+                let p = format!("sources[{i}]");
+                match crate::amqp_source::validate(&mut cx, &p, &s.id.value, a) {
+                    Some(v) => SourceKindSettings::Amqp(Box::new(v)),
+                    None => continue,
+                }
+            }
             SourceKind::Schedule(sc) => {
                 match crate::schedule_source::validate(&mut cx, &format!("sources[{i}]"), sc) {
                     Some(v) => SourceKindSettings::Schedule(Box::new(v)),
@@ -445,6 +485,18 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
             DestinationKind::Ntfy(n) => {
                 crate::ntfy_destination::validate(&mut cx, &p, &d.id.value, n)
                     .map(|s| DestinationKindSettings::Ntfy(Box::new(s)))
+            }
+            DestinationKind::Kafka(k) => {
+                crate::kafka_destination::validate(&mut cx, &p, &d.id.value, k)
+                    .map(|s| DestinationKindSettings::Kafka(Box::new(s)))
+            }
+            DestinationKind::Mqtt(m) => {
+                crate::mqtt_destination::validate(&mut cx, &p, &d.id.value, m)
+                    .map(|s| DestinationKindSettings::Mqtt(Box::new(s)))
+            }
+            DestinationKind::Amqp(a) => {
+                crate::amqp_destination::validate(&mut cx, &p, &d.id.value, a)
+                    .map(|s| DestinationKindSettings::Amqp(Box::new(s)))
             }
             DestinationKind::Nats(n) => {
                 crate::nats_destination::validate(&mut cx, &p, &d.id.value, n)

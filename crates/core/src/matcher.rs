@@ -1,6 +1,12 @@
-//! Event-type globs: `order.*`, `*.created`, `visitors.insert`, `*`.
+//! Event-type globs: `order.*`, `*.created`, `visitors.insert`, `*`. Estafeta's own
+//! event types (`estafeta.…`, e.g. `estafeta.message.undecodable`) are matched only by
+//! patterns that begin with `estafeta.`, so a catch-all route never forwards them by
+//! surprise.
 
 use wildmatch::WildMatch;
+
+/// The prefix of the event types Estafeta itself emits.
+pub const SYSTEM_PREFIX: &str = "estafeta.";
 
 /// A set of event-type patterns; matches when any pattern matches. `*` matches any run of
 /// characters (dots included), `?` one character.
@@ -21,9 +27,16 @@ impl TypeMatcher {
         }
     }
 
-    /// True when `ty` matches.
+    /// True when `ty` matches. A type in Estafeta's own namespace (`estafeta.…`) matches
+    /// only a pattern that names that namespace.
     #[must_use]
     pub fn matches(&self, ty: &str) -> bool {
+        if ty.starts_with(SYSTEM_PREFIX) {
+            return self
+                .patterns
+                .iter()
+                .any(|(p, w)| p.starts_with(SYSTEM_PREFIX) && w.matches(ty));
+        }
         self.patterns.is_empty() || self.patterns.iter().any(|(_, w)| w.matches(ty))
     }
 
@@ -36,6 +49,17 @@ impl TypeMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_types_need_a_pattern_that_names_them() {
+        let ty = "estafeta.message.undecodable";
+        assert!(!TypeMatcher::new::<&str>(&[]).matches(ty));
+        assert!(!TypeMatcher::new(&["*"]).matches(ty));
+        assert!(!TypeMatcher::new(&["*.undecodable"]).matches(ty));
+        assert!(TypeMatcher::new(&["estafeta.*"]).matches(ty));
+        assert!(TypeMatcher::new(&["estafeta.message.undecodable"]).matches(ty));
+        assert!(TypeMatcher::new(&["*"]).matches("estafetaorders.created"));
+    }
 
     #[test]
     fn globs_match_types() {

@@ -36,6 +36,13 @@ pub const SOURCE_SNAPSHOT_ROWS: &str = "estafeta_source_snapshot_rows_total";
 pub const SOURCE_SLOT_RETAINED_WAL: &str = "estafeta_source_slot_retained_wal_bytes";
 /// Gauge: bytes from a slot's confirmed position to the server's WAL position, by `source`.
 pub const SOURCE_SLOT_LAG: &str = "estafeta_source_slot_lag_bytes";
+/// Gauge: messages a broker source has not taken in yet (Kafka: high watermark minus the
+/// committed offset, summed over partitions; NATS: the consumer's pending count; AMQP: the
+/// queue's ready messages). Label `source`.
+pub const SOURCE_LAG: &str = "estafeta_source_lag_messages";
+/// Counter: broker messages that could not be decoded and were stored as failed records
+/// (events of type `estafeta.message.undecodable`). Label `source`.
+pub const SOURCE_UNDECODABLE: &str = "estafeta_source_undecodable_total";
 /// Counter: schedule runs that ended, by `schedule` and `status` (`succeeded`, `failed`,
 /// `skipped`).
 pub const SCHEDULE_RUNS: &str = "estafeta_schedule_runs_total";

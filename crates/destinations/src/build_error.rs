@@ -106,6 +106,15 @@ pub enum BuildError {
         #[source]
         source: object_store::Error,
     },
+    /// librdkafka refused the producer's settings.
+    #[error("destination `{id}`: the Kafka producer cannot be built")]
+    Kafka {
+        /// Destination id.
+        id: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("destination `{id}`: the HTTP client cannot be built")]
     HttpClient {

@@ -54,6 +54,12 @@ const KINDS: &[(&str, &str, &[&str], &[&str])] = &[
         ],
     ),
     (
+        "amqp",
+        "Messages published to a RabbitMQ (AMQP 0-9-1) exchange with publisher confirms.",
+        &["exchange", "routing_key"],
+        &["url", "mandatory", "persistent", "declare", "timeout"],
+    ),
+    (
         "nats",
         "Messages published to NATS subjects, acknowledged by JetStream.",
         &["subject"],
@@ -63,6 +69,35 @@ const KINDS: &[(&str, &str, &[&str], &[&str])] = &[
             "token",
             "username",
             "password",
+            "timeout",
+        ],
+    ),
+    (
+        "mqtt",
+        "Messages published with QoS 1 to MQTT topics.",
+        &["topic"],
+        &[
+            "url",
+            "retain",
+            "client_id",
+            "username",
+            "password",
+            "keep_alive",
+            "timeout",
+        ],
+    ),
+    (
+        "kafka",
+        "Messages produced to a Kafka topic (idempotent producer, acks=all).",
+        &["topic"],
+        &[
+            "brokers",
+            "tls",
+            "ca_file",
+            "sasl",
+            "key",
+            "mode",
+            "compression",
             "timeout",
         ],
     ),
@@ -148,7 +183,36 @@ fn field_schema(name: &str) -> Value {
         | "gzip"
         | "split_arrays"
         | "path_style"
-        | "jetstream" => json!({ "type": "boolean" }),
+        | "jetstream"
+        | "retain" => json!({ "type": "boolean" }),
+        "mandatory" | "persistent" => json!({ "type": "boolean" }),
+        "declare" => json!({
+            "type": "object",
+            "properties": {
+                "exchanges": { "type": "array", "items": { "type": "object", "properties": {
+                    "name": { "type": "string" },
+                    "type": { "enum": ["direct", "fanout", "topic", "headers"] },
+                    "durable": { "type": "boolean" } }, "required": ["name"] } },
+                "queues": { "type": "array", "items": { "type": "object", "properties": {
+                    "name": { "type": "string" },
+                    "durable": { "type": "boolean" },
+                    "quorum": { "type": "boolean" } }, "required": ["name"] } },
+                "bindings": { "type": "array", "items": { "type": "object", "properties": {
+                    "queue": { "type": "string" },
+                    "exchange": { "type": "string" },
+                    "routing_key": { "type": "string" } }, "required": ["queue", "exchange"] } },
+            },
+        }),
+        "tls" => json!({ "type": "boolean" }),
+        "sasl" => json!({
+            "type": "object",
+            "properties": {
+                "mechanism": { "enum": ["scram-sha-256", "scram-sha-512", "plain"] },
+                "username": { "type": "string" },
+                "password": { "type": "string", "format": "password" },
+            },
+            "required": ["username", "password"],
+        }),
         "port" | "message_thread_id" | "max_records" => json!({ "type": "integer" }),
         "tags" | "to" | "cc" | "bcc" | "columns" => {
             json!({ "type": "array", "items": { "type": "string" } })
@@ -194,7 +258,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_schema_naming_its_kind() {
         let all = super::catalog();
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 14);
         for d in all {
             assert_eq!(d.settings_schema["properties"]["kind"]["const"], d.kind);
         }

@@ -1,7 +1,7 @@
 //! Estafeta's destinations: where deliveries are sent.
 //!
 //! Each kind lives in its own module ([`webhook`], [`telegram`], [`ntfy`], [`chat`] for
-//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail, [`nats`] for NATS subjects (JetStream or core), [`object`] for S3 buckets and
+//! Slack, Teams, Discord and Google Chat, [`smtp`] for e-mail, [`nats`] for NATS subjects (JetStream or core), [`amqp`] for RabbitMQ exchanges, [`object`] for S3 buckets and
 //! local directories) and implements
 //! [`estafeta_core::Destination`]. [`registry::build`] turns validated
 //! [`estafeta_config::DestinationSettings`] into an `Arc<dyn Destination>`; it is the one
@@ -13,11 +13,14 @@
 //! Rate limits, concurrency limits, retries and circuit breaking are the engine's job, not
 //! a destination's.
 
+pub mod amqp;
 mod build_error;
 pub mod catalog;
 pub mod chat;
 mod http_client;
+pub mod kafka;
 pub mod lookup;
+pub mod mqtt;
 pub mod nats;
 pub mod ntfy;
 pub mod object;
@@ -26,10 +29,13 @@ pub mod smtp;
 pub mod telegram;
 pub mod webhook;
 
+pub use amqp::Amqp;
 pub use build_error::BuildError;
 pub use chat::Chat;
 pub use http_client::{HttpClients, USER_AGENT, install_crypto_provider};
+pub use kafka::Kafka;
 pub use lookup::{Lookup, LookupAnswer, LookupFailure, LookupRequest};
+pub use mqtt::Mqtt;
 pub use nats::Nats;
 pub use ntfy::Ntfy;
 pub use object::ObjectStorage;

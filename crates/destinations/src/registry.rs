@@ -43,7 +43,10 @@ pub fn build(
         DestinationKindSettings::Smtp(smtp) => {
             Ok(Arc::new(crate::Smtp::new(smtp, settings.concurrency)?))
         }
+        DestinationKindSettings::Kafka(kafka) => Ok(Arc::new(crate::Kafka::new(kafka)?)),
         DestinationKindSettings::Nats(nats) => Ok(Arc::new(crate::Nats::new(nats)?)),
+        DestinationKindSettings::Amqp(amqp) => Ok(Arc::new(crate::Amqp::new(amqp)?)),
+        DestinationKindSettings::Mqtt(mqtt) => Ok(Arc::new(crate::Mqtt::new(mqtt)?)),
         DestinationKindSettings::S3(s3) => Ok(Arc::new(crate::ObjectStorage::s3(s3)?)),
         DestinationKindSettings::File(file) => Ok(Arc::new(crate::ObjectStorage::file(file)?)),
     }

@@ -4,8 +4,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod kafka;
+pub mod mqtt;
 pub mod mysql;
+mod amqp;
+mod nats;
 pub mod outbox;
+pub mod broker;
 mod pipeline;
 pub mod postgres;
 pub mod provider;
@@ -103,11 +108,27 @@ impl Sources {
                     let capture = Source::new(ctx("mysql"), (**my).clone());
                     tracker.spawn(capture.run());
                 }
+                SourceKindSettings::Kafka(k) => {
+                    let kafka = Source::new(ctx("kafka"), (**k).clone());
+                    tracker.spawn(kafka.run());
+                }
                 SourceKindSettings::Outbox(ob) => {
                     let outbox = Source::new(ctx("outbox"), (**ob).clone());
                     tracker.spawn(outbox.run());
                 }
                 SourceKindSettings::Schedule(sc) => schedules.push((s.id.clone(), (**sc).clone())),
+                SourceKindSettings::Amqp(a) => {
+                    let consumer = Source::new(ctx("amqp"), (**a).clone());
+                    tracker.spawn(consumer.run());
+                }
+                SourceKindSettings::Nats(n) => {
+                    let consumer = Source::new(ctx("nats"), (**n).clone());
+                    tracker.spawn(consumer.run());
+                }
+                SourceKindSettings::Mqtt(m) => {
+                    let consumer = Source::new(ctx("mqtt"), (**m).clone());
+                    tracker.spawn(consumer.run());
+                }
             }
         }
         // All schedules share one scheduler and one pool of workers.

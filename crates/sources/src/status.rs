@@ -92,12 +92,25 @@ pub struct SourceStatus {
     pub position: Option<String>,
     /// Reconnections since start.
     pub reconnects: u64,
+    /// Broker sources: messages waiting upstream that have not been taken in yet (see
+    /// `estafeta_source_lag_messages`), when the broker tells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// Broker sources: messages that could not be decoded since start (each stored as an
+    /// `estafeta.message.undecodable` event).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub undecodable: u64,
     /// Initial snapshot progress, when there is or was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProgress>,
     /// Replication slot health (PostgreSQL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotStats>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Every source's status, shared between the sources and the API.
@@ -118,6 +131,8 @@ impl StatusBoard {
             last_event_at: None,
             position: None,
             reconnects: 0,
+            lag: None,
+            undecodable: 0,
             snapshot: None,
             slot: None,
         };

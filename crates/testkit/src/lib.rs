@@ -7,8 +7,11 @@
 //! database per test; a real S3-compatible server (moto) per test.
 
 mod local;
+pub mod kafka;
 pub mod lookup_api;
 pub mod moto;
+pub mod nats_server;
+pub mod mosquitto;
 pub mod ntfy;
 pub mod partner_api;
 pub mod postgres;
@@ -17,8 +20,11 @@ pub mod smtp;
 pub mod telegram;
 mod webhook_receiver;
 
+pub use kafka::Tansu;
 pub use lookup_api::{LookupApi, LookupApiBuilder, LookupRecord, LookupRequest};
 pub use moto::Moto;
+pub use nats_server::NatsServer;
+pub use mosquitto::Mosquitto;
 pub use ntfy::{FakeNtfy, NtfyBuilder, NtfyMessage, NtfyRequest};
 pub use partner_api::{PartnerApi, PartnerApiBuilder, PartnerRequest};
 pub use telegram::{FakeTelegram, TelegramMessage, TelegramRequest};

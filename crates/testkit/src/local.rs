@@ -85,3 +85,14 @@ pub(crate) async fn wait_for_count(
         Ok(Ok(_))
     )
 }
+
+/// A loopback port that was free a moment ago, for a server process the test starts itself.
+///
+/// # Panics
+/// When no local port can be bound.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

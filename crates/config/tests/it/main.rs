@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod amqp;
+mod kafka;
+mod mqtt;
 mod object;
 mod retention;
 mod steps;
@@ -178,7 +181,9 @@ fn examples_in_the_repository_validate() {
                         n if n.starts_with("MYSQL") || n.starts_with("MARIADB") => {
                             "mysql://app@db.example:3306/app".into()
                         }
+                        n if n.starts_with("KAFKA") => "kafka-1:9092,kafka-2:9092".into(),
                         n if n.ends_with("CHAT_ID") => "-1001234567890".into(),
+                        n if n.starts_with("AMQP") => "amqp://app:pw@rabbit.example:5672/%2f".into(),
                         _ => "https://example.org/hook".into(),
                     })
                 }

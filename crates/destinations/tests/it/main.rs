@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod kafka;
+mod amqp;
 mod lookup;
+mod mqtt;
 mod nats;
 mod object;
 mod object_retention;

@@ -14,6 +14,7 @@ mod cdc;
 mod delivery;
 mod examples;
 mod ingest;
+mod kafka;
 mod mail;
 mod nats;
 mod notify;

@@ -2,8 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod amqp;
 mod harness;
+mod kafka;
+mod mqtt;
 mod mysql;
+mod nats;
 mod outbox;
 mod postgres;
 mod provider;
