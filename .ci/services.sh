@@ -97,4 +97,8 @@ fi
 start_if_down redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start_if_down nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 start_if_down mosquitto 1883 mosquitto -d -c /etc/mosquitto/mosquitto.conf
+if command -v rabbitmq-server >/dev/null 2>&1; then
+  start_if_down rabbitmq 5672 rabbitmq-server -detached
+  wait_port 5672
+fi
 exit 0

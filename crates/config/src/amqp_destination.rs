@@ -278,10 +278,11 @@ pub(crate) fn validate(
             format!("{p}.routing_key"),
             "the default exchange (`exchange: \"\"`) routes by queue name: the routing key must name a queue",
         );
-    } else if !c.routing_key.contains("{{") && !c.routing_key.contains("{%") {
-        if let Some(problem) = name_problem(&c.routing_key) {
-            cx.err_entry(format!("{p}.routing_key"), problem);
-        }
+    } else if !c.routing_key.contains("{{")
+        && !c.routing_key.contains("{%")
+        && let Some(problem) = name_problem(&c.routing_key)
+    {
+        cx.err_entry(format!("{p}.routing_key"), problem);
     }
     let declare = validate_declare(cx, p, &c.declare);
     if c.timeout.0.is_zero() {

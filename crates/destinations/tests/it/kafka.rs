@@ -252,8 +252,9 @@ async fn a_topic_that_does_not_exist_is_created_by_tansu_on_first_write() {
     s.timeout = Duration::from_secs(5);
     let kafka = Kafka::new(&s).unwrap();
     match kafka.send(&msg("order.created", "k", 1)).await {
-        Ok(_) => assert_eq!(read(&consumer(&tansu.brokers(), &topic), 1).await.len(), 1),
+        Ok(_) => assert_eq!({eprintln!("KAFKA-PROBE created"); read(&consumer(&tansu.brokers(), &topic), 1).await.len()}, 1),
         Err(err) => {
+            eprintln!("KAFKA-PROBE error {err:?}");
             assert!(!err.is_retryable(), "{err:?}");
             assert!(err.message.contains(&topic), "{}", err.message);
         }

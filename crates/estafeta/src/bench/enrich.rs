@@ -324,6 +324,7 @@ mod tests {
             deliver: true,
             route_steps: steps,
             route_template: Some(template.to_owned()),
+            destination_yaml: None,
         }
     }
 

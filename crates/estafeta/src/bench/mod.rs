@@ -10,12 +10,14 @@
 //! `clock` the shared clock; `enrich` the enrichment scenario over `lookup`, its slow
 //! look-up API; `cdc` and `outbox` the database scenarios.
 
+mod broker;
 mod cdc;
 mod clock;
 mod enrich;
 mod http1;
 mod load;
 mod lookup;
+mod nats;
 mod outbox;
 mod probe;
 mod procfs;
@@ -137,6 +139,14 @@ pub(crate) struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pg_url: String,
+    /// NATS with JetStream for `--scenario nats` (the bench creates and deletes two
+    /// streams named `BENCH_IN_…` and `BENCH_OUT_…`).
+    #[arg(
+        long,
+        env = "ESTAFETA_BENCH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
     /// `--scenario enrich`: how long the bench's look-up API waits before each answer.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     lookup_delay: Duration,
@@ -178,6 +188,11 @@ enum ScenarioName {
     /// without the step, a document per event, repeating documents behind a cache.
     #[value(name = "enrich")]
     Enrich,
+    /// NATS JetStream in, NATS JetStream out: the broker's own producer and consumer, then
+    /// Estafeta's source → durable log → destination (--events, default 200,000; needs
+    /// --nats-url).
+    #[value(name = "nats")]
+    Nats,
     /// All of the above.
     #[value(name = "all")]
     All,
@@ -250,7 +265,7 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Batch100Batched) => vec![batched()],
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
-        Some(ScenarioName::Cdc | ScenarioName::Outbox) => Vec::new(),
+        Some(ScenarioName::Cdc | ScenarioName::Outbox | ScenarioName::Nats) => Vec::new(),
         Some(ScenarioName::Enrich) => enrich::plans(args).into_iter().map(Step::Load).collect(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
@@ -288,6 +303,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.scenario {
         Some(ScenarioName::Cdc) => return cdc::run(&args, binary).await,
         Some(ScenarioName::Outbox) => return outbox::run(&args, binary).await,
+        Some(ScenarioName::Nats) => return nats::run(&args, binary).await,
         _ => {}
     }
     let steps = steps(&args);

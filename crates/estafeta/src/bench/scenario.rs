@@ -168,6 +168,7 @@ impl<'a> Runner<'a> {
             deliver: true,
             route_steps: None,
             route_template: None,
+            destination_yaml: None,
         }
     }
 

@@ -38,6 +38,9 @@ pub(super) struct ServerSpec {
     pub(super) route_steps: Option<String>,
     /// The route target's `template`, if any (default: the structured CloudEvent).
     pub(super) route_template: Option<String>,
+    /// A `destinations:` entry (YAML, id `bench-receiver`) to deliver to instead of the
+    /// bench's webhook receiver.
+    pub(super) destination_yaml: Option<String>,
 }
 
 impl ServerSpec {
@@ -67,6 +70,7 @@ impl ServerSpec {
             deliver,
             route_steps: None,
             route_template: None,
+            destination_yaml: None,
         }
     }
 }
@@ -103,6 +107,16 @@ fn config_yaml(spec: &ServerSpec, db_path: &Path, secret: &str) -> anyhow::Resul
         None => (String::new(), "http", "bench.*"),
     };
     let steps = spec.route_steps.as_deref().unwrap_or_default();
+    let destination = match &spec.destination_yaml {
+        Some(y) => y.clone(),
+        None => format!(
+            "  - id: bench-receiver\n    kind: webhook\n    url: {url}\n    secret: {secret}\n\
+             \x20   allow_private_networks: true\n    timeout: 10s\n    concurrency: {conc}\n{batch}\
+             \x20   retry:\n      schedule: [0s, 100ms, 500ms, 1s, 2s, 5s]\n",
+            secret = quote(secret)?,
+            conc = spec.dest_concurrency,
+        ),
+    };
     let template = match &spec.route_template {
         Some(t) => format!("        template: {}\n", quote(t)?),
         None => String::new(),
@@ -113,11 +127,7 @@ fn config_yaml(spec: &ServerSpec, db_path: &Path, secret: &str) -> anyhow::Resul
          storage: {storage}\n\
          {sources}\
          routes:\n  - id: bench\n    from: {from}\n    match: \"{pattern}\"\n{steps}    to:\n      - destination: bench-receiver\n{template}\
-         destinations:\n  - id: bench-receiver\n    kind: webhook\n    url: {url}\n    secret: {secret}\n\
-         \x20   allow_private_networks: true\n    timeout: 10s\n    concurrency: {conc}\n{batch}\
-         \x20   retry:\n      schedule: [0s, 100ms, 500ms, 1s, 2s, 5s]\n",
-        secret = quote(secret)?,
-        conc = spec.dest_concurrency,
+         destinations:\n{destination}",
     ))
 }
 

@@ -9,6 +9,7 @@
     unreachable_pub
 )]
 
+mod amqp;
 mod bench_enrich;
 mod cdc;
 mod delivery;
@@ -16,6 +17,7 @@ mod examples;
 mod ingest;
 mod kafka;
 mod mail;
+mod mqtt;
 mod nats;
 mod notify;
 mod object_storage;

@@ -1,0 +1,87 @@
+//! What the broker scenarios (`nats`, `kafka`) share: the report — the broker's own
+//! producer and consumer rates measured in the same run as the baseline, then Estafeta
+//! reading the input with its source, storing every message durably in its log and
+//! publishing it to an output the broker acknowledges — and its rendering.
+
+use serde::Serialize;
+
+/// One broker scenario's figures.
+#[derive(Debug, Serialize)]
+pub(super) struct BrokerReport {
+    pub(super) broker: &'static str,
+    pub(super) messages: u64,
+    pub(super) payload_bytes: usize,
+    /// The broker's own client publishing the input, acknowledged (messages/s).
+    pub(super) producer_per_sec: f64,
+    /// The broker's own client reading the input back and acknowledging (messages/s).
+    pub(super) consumer_per_sec: f64,
+    /// Estafeta: source → durable log → destination, until the output holds every
+    /// message (messages/s, from the server's start).
+    pub(super) estafeta_per_sec: f64,
+    /// Messages found in the output (duplicates included).
+    pub(super) output_messages: u64,
+    pub(super) server_cpu_seconds: Option<f64>,
+    pub(super) server_peak_rss_bytes: Option<u64>,
+    pub(super) goal_per_sec: f64,
+    pub(super) target_met: bool,
+}
+
+pub(super) fn render(r: &BrokerReport, markdown: bool) -> String {
+    let mut t = comfy_table::Table::new();
+    if markdown {
+        t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    }
+    t.set_header([
+        format!("{}: {} messages", r.broker, r.messages),
+        "messages/s".to_owned(),
+        "vs consumer".to_owned(),
+        "target".to_owned(),
+    ]);
+    let ratio = |v: f64| {
+        if r.consumer_per_sec > 0.0 {
+            format!("{:.2}×", v / r.consumer_per_sec)
+        } else {
+            String::new()
+        }
+    };
+    t.add_row([
+        format!("{} producer, acknowledged", r.broker),
+        format!("{:.0}", r.producer_per_sec),
+        ratio(r.producer_per_sec),
+        String::new(),
+    ]);
+    t.add_row([
+        format!("{} consumer, acknowledging", r.broker),
+        format!("{:.0}", r.consumer_per_sec),
+        "1.00×".to_owned(),
+        String::new(),
+    ]);
+    t.add_row([
+        format!("Estafeta: {0} → log (fsync) → {0}", r.broker),
+        format!("{:.0}", r.estafeta_per_sec),
+        ratio(r.estafeta_per_sec),
+        format!(
+            "≥ {:.0}/s ({})",
+            r.goal_per_sec,
+            if r.target_met { "met" } else { "missed" }
+        ),
+    ]);
+    #[allow(clippy::cast_precision_loss)]
+    let rss = r
+        .server_peak_rss_bytes
+        .map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    format!(
+        "Scenario `{}`: {} messages × {} B; {} in the output; server peak RSS {rss}, CPU {}\n{t}\n",
+        r.broker,
+        r.messages,
+        r.payload_bytes,
+        r.output_messages,
+        r.server_cpu_seconds
+            .map_or("n/a".to_owned(), |s| format!("{s:.1} s")),
+    )
+}
+
+/// A JSON message of about `pad` bytes carrying its sequence number.
+pub(super) fn payload(seq: u64, pad: &str) -> Vec<u8> {
+    format!("{{\"seq\":{seq},\"pad\":\"{pad}\"}}").into_bytes()
+}
