@@ -347,6 +347,31 @@ mod tests {
             deliver: true,
             route_steps: None,
             route_template: None,
+            destination_yaml: None,
+        };
+        check_config(&spec).expect("a valid config");
+    }
+
+    #[test]
+    fn a_broker_to_broker_config_is_valid() {
+        let spec = ServerSpec {
+            binary: PathBuf::from("estafeta"),
+            token: "t".repeat(20),
+            receiver_url: String::new(),
+            dest_concurrency: 64,
+            dest_batch: None,
+            keep_data: false,
+            source_yaml: Some(
+                "  - id: pg\n    kind: nats\n    url: \"nats://127.0.0.1:4222\"\n    stream: IN\n"
+                    .to_owned(),
+            ),
+            deliver: true,
+            route_steps: None,
+            route_template: None,
+            destination_yaml: Some(
+                "  - id: bench-receiver\n    kind: nats\n    subject: out.m\n    concurrency: 256\n"
+                    .to_owned(),
+            ),
         };
         check_config(&spec).expect("a valid config");
     }

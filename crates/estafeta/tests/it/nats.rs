@@ -110,3 +110,135 @@ destinations:
     js.delete_stream(prefix.to_uppercase()).await.unwrap();
     s.terminate().await;
 }
+
+/// Every `seq` in the output stream's messages (duplicates kept), read without a consumer
+/// of the source's.
+async fn output_seqs(js: &jetstream::Context, name: &str) -> Vec<u64> {
+    let stream = js.get_stream(name).await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(10_000)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(m) = msgs.next().await {
+        let body: serde_json::Value = serde_json::from_slice(&m.unwrap().payload).unwrap();
+        seqs.push(body["data"]["seq"].as_u64().unwrap());
+    }
+    seqs
+}
+
+/// Events of source `id` in the log, counted page by page.
+async fn logged(s: &Server, id: &str) -> usize {
+    let mut count = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = s
+            .get_json(&format!("/v1/events?source={id}&limit=1000{cursor}"))
+            .await;
+        count += page["items"].as_array().unwrap().len();
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return count,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_bridge_survives_kill_9_without_losing_a_message() {
+    const N: u64 = 3_000;
+    let tag = format!("{:012x}", rand::random::<u64>() >> 16);
+    let (input, output) = (format!("E2E_IN_{tag}"), format!("E2E_OUT_{tag}"));
+    let js = jetstream::new(async_nats::connect(url()).await.unwrap());
+    for (name, subject) in [(&input, "e2ein"), (&output, "e2eout")] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}_{tag}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut acks = Vec::new();
+    for seq in 0..N {
+        acks.push(
+            js.publish(format!("e2ein_{tag}.door"), format!("{{\"seq\":{seq}}}").into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"sources:
+  - id: doors
+    kind: nats
+    url: {url}
+    stream: {input}
+    batch_size: 100
+    ack_wait: 2s
+routes:
+  - id: bridge
+    from: doors
+    match: "e2ein_*"
+    to:
+      - destination: out
+destinations:
+  - id: out
+    kind: nats
+    url: {url}
+    subject: "e2eout_{tag}.door"
+    concurrency: 8
+"#,
+        url = url()
+    );
+    let s = Server::start(dir.path(), &cfg).await;
+    s.wait_json("/v1/sources/doors", T, |v| v["events"].as_u64().unwrap_or(0) >= 300)
+        .await;
+    s.kill9().await;
+
+    let s = Server::start(dir.path(), &cfg).await;
+    let status = s
+        .wait_json("/v1/sources/doors", T, |v| {
+            v["events"].as_u64().unwrap_or(0) > 0 && v["lag"] == 0 && v["state"] == "running"
+        })
+        .await;
+    assert_eq!(status["kind"], "nats");
+    assert_eq!(status["position"], format!("{input}#{N}"));
+    let deadline = tokio::time::Instant::now() + T;
+    let mut seqs = output_seqs(&js, &output).await;
+    loop {
+        let mut distinct = seqs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct == (0..N).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {N} messages in the output",
+            distinct.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seqs = output_seqs(&js, &output).await;
+    }
+    // A message read again after the crash is stored once (its id is the stream sequence).
+    assert_eq!(logged(&s, "doors").await, N as usize);
+    let ready = s.req(reqwest::Method::GET, "/readyz").send().await.unwrap();
+    assert!(ready.status().is_success(), "{}", ready.status());
+    s.terminate().await;
+    for name in [&input, &output] {
+        js.delete_stream(name).await.unwrap();
+    }
+}
