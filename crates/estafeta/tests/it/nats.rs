@@ -171,9 +171,12 @@ async fn a_nats_bridge_survives_kill_9_without_losing_a_message() {
     let mut acks = Vec::new();
     for seq in 0..N {
         acks.push(
-            js.publish(format!("e2ein_{tag}.door"), format!("{{\"seq\":{seq}}}").into())
-                .await
-                .unwrap(),
+            js.publish(
+                format!("e2ein_{tag}.door"),
+                format!("{{\"seq\":{seq}}}").into(),
+            )
+            .await
+            .unwrap(),
         );
     }
     for a in acks {
@@ -204,8 +207,10 @@ destinations:
         url = url()
     );
     let s = Server::start(dir.path(), &cfg).await;
-    s.wait_json("/v1/sources/doors", T, |v| v["events"].as_u64().unwrap_or(0) >= 300)
-        .await;
+    s.wait_json("/v1/sources/doors", T, |v| {
+        v["events"].as_u64().unwrap_or(0) >= 300
+    })
+    .await;
     s.kill9().await;
 
     let s = Server::start(dir.path(), &cfg).await;
@@ -241,4 +246,135 @@ destinations:
     for name in [&input, &output] {
         js.delete_stream(name).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_orders_example_runs_as_documented() {
+    let tag = format!("{:010x}", rand::random::<u64>() >> 24);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/nats-orders/estafeta.yaml"),
+    )
+    .unwrap()
+    .replace("ORDERS", &format!("ORDERS_{tag}"))
+    .replace("orders.", &format!("orders{tag}."))
+    .replace("audit.", &format!("audit{tag}."))
+    .replace(
+        "allow_private_networks: false",
+        "allow_private_networks: true",
+    );
+    let js = jetstream::new(async_nats::connect(url()).await.unwrap());
+    let (orders, audit) = (format!("ORDERS_{tag}"), format!("AUDIT_{tag}"));
+    for (name, subject) in [(&orders, "orders"), (&audit, "audit")] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}{tag}.>")],
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let rx = estafeta_testkit::WebhookReceiver::start_with_secret(crate::server::WHSEC).await;
+    let ntfy = estafeta_testkit::FakeNtfy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("example.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let storage = format!("sqlite://{}/estafeta.db", dir.path().display());
+    let s = Server::start_with_args(
+        dir.path(),
+        &cfg,
+        &["--listen", "127.0.0.1:0", "--storage", &storage],
+        &[
+            ("NATS_URL", url().as_str()),
+            ("FINANCE_HOOK_URL", rx.url().as_str()),
+            ("NTFY_URL", ntfy.base_url().as_str()),
+            ("ESTAFETA_SECRET_FINANCE_WHSEC", crate::server::WHSEC),
+        ],
+    )
+    .await;
+    let subject = format!("orders{tag}.created");
+    for body in [
+        r#"{"id": "o-1", "total": 1520.0, "customer": "ACME Ltda"}"#,
+        r#"{"id": "o-2", "total": 80.5}"#,
+        "not json",
+    ] {
+        js.publish(subject.clone(), body.as_bytes().to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // The big order, signed, at the finance webhook; only that one.
+    assert!(rx.wait_for_count(1, T).await);
+    let req = &rx.requests()[0];
+    assert_eq!(req.signature_valid, Some(true));
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["data"]["id"], "o-1");
+    // The unreadable message, reported on ntfy with its place and reason.
+    assert!(ntfy.wait_for_messages(1, T).await);
+    let alert = &ntfy.messages()[0];
+    assert_eq!(alert.topic, "orders-ops");
+    assert!(
+        alert.message.contains(&format!("ORDERS_{tag}#3"))
+            && alert.message.contains("not valid JSON"),
+        "{}",
+        alert.message
+    );
+    // Both orders (not the failed record) copied to the audit stream.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let seqs = output_audit(&js, &audit).await;
+        if seqs.len() == 2 {
+            assert!(
+                seqs.iter()
+                    .all(|s| s == &format!("audit{tag}.orders{tag}.created")),
+                "{seqs:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit holds {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = s
+        .wait_json("/v1/sources/orders", T, |v| {
+            v["position"] == format!("ORDERS_{tag}#3")
+        })
+        .await;
+    assert_eq!(
+        (status["undecodable"].as_u64(), status["events"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(rx.count(), 1);
+    s.terminate().await;
+    for name in [&orders, &audit] {
+        js.delete_stream(name).await.unwrap();
+    }
+}
+
+/// The subjects of the messages in stream `name`.
+async fn output_audit(js: &jetstream::Context, name: &str) -> Vec<String> {
+    let stream = js.get_stream(name).await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    let mut subjects = Vec::new();
+    while let Some(m) = msgs.next().await {
+        subjects.push(m.unwrap().subject.to_string());
+    }
+    subjects
 }
