@@ -43,6 +43,10 @@ pub struct NatsConfig {
     /// (default `30s`).
     #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
+    /// Publish up to `max_events` deliveries together (`{max_events: 100, max_wait: 5ms}`):
+    /// sent at once and acknowledged together, they share the outcome. Off by default.
+    #[serde(default)]
+    pub batch: Option<crate::model::BatchConfig>,
 }
 
 fn yes() -> bool {
@@ -80,6 +84,8 @@ pub struct NatsSettings {
     pub auth: NatsAuth,
     /// Connect and publish timeout.
     pub timeout: Duration,
+    /// `(max_events, max_wait)` when deliveries are published in batches.
+    pub batch: Option<(usize, Duration)>,
 }
 
 /// The name the subject template is compiled under.
@@ -227,6 +233,11 @@ pub(crate) fn validate(
     if c.timeout.0.is_zero() {
         problem(cx, "timeout", "must be more than 0s".to_owned());
     }
+    let at = match anchor {
+        Some(t) => cx.pos(t),
+        None => cx.entry_pos(),
+    };
+    let batch = crate::validate::validate_batch(cx, p, c.batch.as_ref(), at);
     Some(NatsSettings {
         id: id.to_owned(),
         url,
@@ -234,6 +245,7 @@ pub(crate) fn validate(
         jetstream: c.jetstream,
         auth,
         timeout: c.timeout.0,
+        batch,
     })
 }
 

@@ -222,11 +222,16 @@ impl Ctx<'_> {
 
     /// A value's position; values inside a kind's settings lose theirs to serde's `flatten`,
     /// so those point at the entry (its `id`) instead.
-    fn pos(&self, t: &Text) -> (u64, u64) {
+    pub(crate) fn pos(&self, t: &Text) -> (u64, u64) {
         match t.position() {
             (0, _) => self.entry,
             p => p,
         }
+    }
+
+    /// The position of the entry being validated (its `id`).
+    pub(crate) fn entry_pos(&self) -> (u64, u64) {
+        self.entry
     }
 }
 
@@ -658,6 +663,28 @@ pub fn validate(raw: ConfigFile, file: &str, lookup: &dyn Lookup) -> Result<Conf
 
 /// Where line `line` (1-based) of a multi-line value starts in the file: block scalars start
 /// on the next line.
+/// A destination's `batch:` block, as `(max_events, max_wait)`; problems are placed at `at`.
+pub(crate) fn validate_batch(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    batch: Option<&crate::model::BatchConfig>,
+    at: (u64, u64),
+) -> Option<(usize, Duration)> {
+    match batch {
+        None => None,
+        Some(b) if b.max_events == 0 || b.max_events > 10_000 => {
+            cx.err_at(
+                at.0,
+                at.1,
+                format!("{p}.batch.max_events"),
+                "must be between 1 and 10000",
+            );
+            None
+        }
+        Some(b) => Some((b.max_events, b.max_wait.0)),
+    }
+}
+
 pub(crate) fn inner_position(at: &Spanned<String>, line: usize, column: usize) -> (u64, u64) {
     let base = at.referenced.line();
     if base == 0 {
@@ -797,20 +824,8 @@ fn webhook(
         let (l, c) = cx.pos(&w.url);
         cx.err_at(l, c, format!("{p}.timeout"), "must be greater than 0");
     }
-    let batch = match &w.batch {
-        None => None,
-        Some(b) if b.max_events == 0 || b.max_events > 10_000 => {
-            let (l, c) = cx.pos(&w.url);
-            cx.err_at(
-                l,
-                c,
-                format!("{p}.batch.max_events"),
-                "must be between 1 and 10000",
-            );
-            None
-        }
-        Some(b) => Some((b.max_events, b.max_wait.0)),
-    };
+    let at = cx.pos(&w.url);
+    let batch = validate_batch(cx, p, w.batch.as_ref(), at);
     Some(WebhookSettings {
         id: id.to_owned(),
         url: url.value,

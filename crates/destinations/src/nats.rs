@@ -37,6 +37,8 @@ pub struct Nats {
     timeout: Duration,
     templates: TemplateSet,
     subject_name: String,
+    /// `(max_events, max_wait)` in batch mode.
+    batch: Option<(usize, Duration)>,
     /// Connected on first use; the client reconnects by itself afterwards.
     client: OnceCell<Client>,
 }
@@ -80,6 +82,7 @@ impl Nats {
             timeout: settings.timeout,
             templates,
             subject_name,
+            batch: settings.batch,
             client: OnceCell::new(),
         })
     }
@@ -256,6 +259,142 @@ impl Destination for Nats {
                 elapsed_ms, error = %err, "nats publish failed"),
         }
         result
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batch.map_or(1, |(max, _)| max.max(1))
+    }
+
+    fn batch_wait(&self) -> Duration {
+        self.batch.map_or(Duration::ZERO, |(_, wait)| wait)
+    }
+
+    async fn send_batch(&self, msgs: &[OutboundMessage]) -> Result<SendOk, SendError> {
+        if let [one] = msgs {
+            return self.send(one).await;
+        }
+        if self.batch.is_none() {
+            return Err(SendError::final_error(format!(
+                "destination `{}` is not in batch mode: send one message at a time",
+                self.id
+            )));
+        }
+        let subjects = msgs
+            .iter()
+            .map(|m| self.subject(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = self.client().await?;
+        let started = Instant::now();
+        let result = if self.jetstream {
+            self.publish_jetstream_batch(client, msgs, subjects).await
+        } else {
+            self.publish_core_batch(client, msgs, subjects).await
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(dest_id = %self.id, messages = msgs.len(), ok = result.is_ok(), elapsed_ms, "nats batch published");
+        result
+    }
+}
+
+impl Nats {
+    /// Publishes every message of a batch at once and waits for all acknowledgements; the
+    /// first final error, else the first retryable one, is the batch's outcome.
+    async fn publish_jetstream_batch(
+        &self,
+        client: &Client,
+        msgs: &[OutboundMessage],
+        subjects: Vec<String>,
+    ) -> Result<SendOk, SendError> {
+        let mut js = async_nats::jetstream::new(client.clone());
+        js.set_timeout(self.timeout);
+        let all = async {
+            let mut pending = Vec::with_capacity(msgs.len());
+            for (msg, subject) in msgs.iter().zip(subjects) {
+                match js
+                    .publish_with_headers(subject.clone(), headers(msg, true), msg.body.clone())
+                    .await
+                {
+                    Ok(ack) => pending.push((subject, ack)),
+                    Err(e) => return Err(classify(&subject, e)),
+                }
+            }
+            let acks =
+                futures::future::join_all(pending.into_iter().map(|(subject, ack)| async move {
+                    ack.await.map_err(|e| classify(&subject, e))
+                }))
+                .await;
+            let mut retryable = None;
+            let mut stored = Vec::with_capacity(acks.len());
+            for ack in acks {
+                match ack {
+                    Ok(a) => stored.push(a),
+                    Err(e) if !e.is_retryable() => return Err(e),
+                    Err(e) => retryable = retryable.or(Some(e)),
+                }
+            }
+            match retryable {
+                Some(e) => Err(e),
+                None => Ok(stored),
+            }
+        };
+        match tokio::time::timeout(self.timeout, all).await {
+            Ok(Ok(acks)) => {
+                let first = acks.iter().map(|a| a.sequence).min().unwrap_or_default();
+                let last = acks.iter().map(|a| a.sequence).max().unwrap_or_default();
+                let duplicates = acks.iter().filter(|a| a.duplicate).count();
+                let stream = acks.first().map(|a| a.stream.clone()).unwrap_or_default();
+                Ok(SendOk {
+                    status_code: None,
+                    response_excerpt: Some(format!(
+                        "{} messages, stream {stream} seq {first}–{last}{}",
+                        acks.len(),
+                        if duplicates > 0 {
+                            format!(" ({duplicates} duplicates)")
+                        } else {
+                            String::new()
+                        }
+                    )),
+                })
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::retryable(format!(
+                "JetStream did not acknowledge a batch of {} messages within {:?}",
+                msgs.len(),
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Publishes every message of a batch on core NATS and flushes once.
+    async fn publish_core_batch(
+        &self,
+        client: &Client,
+        msgs: &[OutboundMessage],
+        subjects: Vec<String>,
+    ) -> Result<SendOk, SendError> {
+        let sent = async {
+            for (msg, subject) in msgs.iter().zip(subjects) {
+                client
+                    .publish_with_headers(subject.clone(), headers(msg, false), msg.body.clone())
+                    .await
+                    .map_err(|e| {
+                        SendError::retryable(format!("cannot publish to `{subject}`"))
+                            .with_source(e)
+                    })?;
+            }
+            client.flush().await.map_err(|e| {
+                SendError::retryable("cannot flush a batch of publishes").with_source(e)
+            })
+        };
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(())) => Ok(SendOk::default()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::retryable(format!(
+                "a batch of {} publishes was not flushed within {:?}",
+                msgs.len(),
+                self.timeout
+            ))),
+        }
     }
 }
 

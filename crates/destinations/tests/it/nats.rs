@@ -29,6 +29,7 @@ fn settings(subject: &str, jetstream: bool) -> NatsSettings {
         jetstream,
         auth: NatsAuth::None,
         timeout: Duration::from_secs(5),
+        batch: None,
     }
 }
 
@@ -162,4 +163,42 @@ async fn a_subject_that_renders_invalid_is_final_and_an_unreachable_server_retry
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn a_batch_is_published_at_once_acknowledged_together_and_deduplicated_on_retry() {
+    let prefix = format!("estit{}", unique());
+    let (js, stream) = stream_for(&prefix).await;
+    let mut s = settings(&format!("{prefix}.{{{{ type }}}}"), true);
+    s.batch = Some((100, Duration::from_millis(5)));
+    let nats = Nats::new(&s).unwrap();
+    assert_eq!(nats.max_batch(), 100);
+    let batch: Vec<OutboundMessage> = (0..5).map(|_| msg(DeliveryId::new())).collect();
+    let ok = nats.send_batch(&batch).await.unwrap();
+    assert!(ok.response_excerpt.unwrap().starts_with("5 messages"));
+    // The whole batch again (its outcome was lost): every message is a duplicate.
+    let again = nats.send_batch(&batch).await.unwrap();
+    assert!(again.response_excerpt.unwrap().contains("(5 duplicates)"));
+    let stored = read_all(&stream, 10).await;
+    let ids: Vec<String> = stored
+        .iter()
+        .map(|m| {
+            m.headers
+                .as_ref()
+                .unwrap()
+                .get("Nats-Msg-Id")
+                .unwrap()
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    let sent: Vec<String> = batch.iter().map(|m| m.delivery_id.to_string()).collect();
+    assert_eq!(ids, sent, "each delivery once, in order");
+    js.delete_stream(prefix.to_uppercase()).await.unwrap();
+
+    // No stream for the subject: the batch fails as a whole, finally.
+    let mut s = settings(&format!("estit{}.nowhere", unique()), true);
+    s.batch = Some((100, Duration::from_millis(5)));
+    let err = Nats::new(&s).unwrap().send_batch(&batch).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
 }

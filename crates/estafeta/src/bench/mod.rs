@@ -17,6 +17,7 @@ mod enrich;
 mod http1;
 mod load;
 mod lookup;
+mod kafka;
 mod nats;
 mod outbox;
 mod probe;
@@ -147,6 +148,10 @@ pub(crate) struct BenchArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// Kafka brokers for `--scenario kafka` (the bench creates and deletes two topics named
+    /// `bench-in-…` and `bench-out-…`).
+    #[arg(long, env = "ESTAFETA_BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
     /// `--scenario enrich`: how long the bench's look-up API waits before each answer.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     lookup_delay: Duration,
@@ -193,6 +198,11 @@ enum ScenarioName {
     /// --nats-url).
     #[value(name = "nats")]
     Nats,
+    /// Kafka in, Kafka out: librdkafka's own producer and consumer group, then Estafeta's
+    /// source → durable log → destination (--events, default 500,000; needs
+    /// --kafka-brokers).
+    #[value(name = "kafka")]
+    Kafka,
     /// All of the above.
     #[value(name = "all")]
     All,
@@ -265,7 +275,9 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Batch100Batched) => vec![batched()],
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
-        Some(ScenarioName::Cdc | ScenarioName::Outbox | ScenarioName::Nats) => Vec::new(),
+        Some(ScenarioName::Cdc | ScenarioName::Outbox | ScenarioName::Nats | ScenarioName::Kafka) => {
+            Vec::new()
+        }
         Some(ScenarioName::Enrich) => enrich::plans(args).into_iter().map(Step::Load).collect(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
@@ -304,6 +316,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(ScenarioName::Cdc) => return cdc::run(&args, binary).await,
         Some(ScenarioName::Outbox) => return outbox::run(&args, binary).await,
         Some(ScenarioName::Nats) => return nats::run(&args, binary).await,
+        Some(ScenarioName::Kafka) => return kafka::run(&args, binary).await,
         _ => {}
     }
     let steps = steps(&args);

@@ -140,8 +140,8 @@ async fn measure(
         true,
     );
     spec.destination_yaml = Some(format!(
-        "  - id: bench-receiver\n    kind: nats\n    url: {url}\n    subject: bench_out_{tag}.m\n    concurrency: {}\n",
-        args.dest_concurrency.max(256)
+        "  - id: bench-receiver\n    kind: nats\n    url: {url}\n    subject: bench_out_{tag}.m\n    concurrency: {}\n    batch: {{ max_events: 500, max_wait: 5ms }}\n",
+        args.dest_concurrency
     ));
     let server = ServerProcess::spawn(&spec).await?;
     let start = Instant::now();
