@@ -138,7 +138,7 @@ async fn measure(
             .context("the baseline consumer stalled")?
             .context("reading")?;
         read += 1;
-        if read % 1_000 == 0 || read == n {
+        if read.is_multiple_of(1_000) || read == n {
             consumer
                 .commit_consumer_state(CommitMode::Async)
                 .context("committing")?;

@@ -161,10 +161,10 @@ impl Decoder {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned);
         if let Ok(text) = std::str::from_utf8(msg.payload) {
-            if ct.as_deref().is_some_and(is_json_media) {
-                if let Ok(value) = serde_json::from_slice(msg.payload) {
-                    return self.plain(msg, value);
-                }
+            if ct.as_deref().is_some_and(is_json_media)
+                && let Ok(value) = serde_json::from_slice(msg.payload)
+            {
+                return self.plain(msg, value);
             }
             let ct = ct.unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
             return self.wrap(msg, Value::from(text), &ct, false);
