@@ -46,6 +46,11 @@ pub struct KafkaDestinationConfig {
     /// (default `30s`).
     #[serde(default = "crate::duration::thirty_seconds")]
     pub timeout: DurationText,
+    /// Produce up to `max_events` deliveries together (`{max_events: 500, max_wait: 5ms}`):
+    /// handed to the producer at once and acknowledged together, they share the outcome. Off
+    /// by default.
+    #[serde(default)]
+    pub batch: Option<crate::model::BatchConfig>,
 }
 
 /// How a CloudEvent is laid out in a Kafka message.
@@ -107,6 +112,8 @@ pub struct KafkaDestinationSettings {
     pub compression: Compression,
     /// Delivery timeout.
     pub timeout: Duration,
+    /// `(max_events, max_wait)` when deliveries are produced in batches.
+    pub batch: Option<(usize, Duration)>,
 }
 
 /// The name the topic template is compiled under.
@@ -168,6 +175,8 @@ pub(crate) fn validate(
     if let Some(key) = &c.key {
         compile(cx, "key", key_template_name(id), key);
     }
+    let at = cx.entry_pos();
+    let batch = crate::validate::validate_batch(cx, p, c.batch.as_ref(), at);
     if c.timeout.0 < Duration::from_secs(1) {
         cx.err_entry(format!("{p}.timeout"), "must be at least 1s");
     }
@@ -179,5 +188,6 @@ pub(crate) fn validate(
         mode: c.mode,
         compression: c.compression,
         timeout: c.timeout.0,
+        batch,
     })
 }

@@ -23,7 +23,10 @@ pub struct Layout {
 /// template) with its `content-type`.
 #[must_use]
 pub fn structured(msg: &OutboundMessage) -> Layout {
-    let mut headers = vec![("content-type".to_owned(), msg.content_type.as_bytes().to_vec())];
+    let mut headers = vec![(
+        "content-type".to_owned(),
+        msg.content_type.as_bytes().to_vec(),
+    )];
     headers.push(delivery_header(msg));
     Layout {
         value: Some(msg.body.clone()),
@@ -39,12 +42,16 @@ pub fn structured(msg: &OutboundMessage) -> Layout {
 pub fn binary(msg: &OutboundMessage) -> Result<Layout, String> {
     let e = &msg.event;
     let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(10 + e.extensions.len());
-    let mut put = |name: &str, value: &str| headers.push((name.to_owned(), value.as_bytes().to_vec()));
+    let mut put =
+        |name: &str, value: &str| headers.push((name.to_owned(), value.as_bytes().to_vec()));
     put("ce_specversion", "1.0");
     put("ce_id", &e.ce_id);
     put("ce_source", &e.ce_source);
     put("ce_type", &e.ty);
-    put("ce_time", &e.time.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    put(
+        "ce_time",
+        &e.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    );
     if let Some(s) = &e.subject {
         put("ce_subject", s);
     }
@@ -158,7 +165,11 @@ mod tests {
 
     #[test]
     fn binary_mode_puts_data_in_the_value_and_attributes_in_ce_headers() {
-        let m = msg(event(Some(json!({"total": 5})), None), "{}", CLOUDEVENTS_JSON);
+        let m = msg(
+            event(Some(json!({"total": 5})), None),
+            "{}",
+            CLOUDEVENTS_JSON,
+        );
         let l = binary(&m).unwrap();
         assert_eq!(l.value.as_deref(), Some(&b"{\"total\":5}"[..]));
         assert_eq!(header(&l, "ce_specversion"), Some("1.0"));
@@ -174,7 +185,11 @@ mod tests {
 
     #[test]
     fn binary_mode_keeps_text_and_base64_data_as_bytes() {
-        let m = msg(event(Some(json!("hello")), Some("text/plain")), "", CLOUDEVENTS_JSON);
+        let m = msg(
+            event(Some(json!("hello")), Some("text/plain")),
+            "",
+            CLOUDEVENTS_JSON,
+        );
         assert_eq!(binary(&m).unwrap().value.as_deref(), Some(&b"hello"[..]));
         let mut e = event(Some(json!("AAEC")), None);
         e.data_is_base64 = true;
@@ -185,16 +200,27 @@ mod tests {
 
     #[test]
     fn binary_mode_sends_a_rendered_template_as_the_value() {
-        let m = msg(event(Some(json!({})), None), "order 1 paid", "text/plain; charset=utf-8");
+        let m = msg(
+            event(Some(json!({})), None),
+            "order 1 paid",
+            "text/plain; charset=utf-8",
+        );
         let l = binary(&m).unwrap();
         assert_eq!(l.value.as_deref(), Some(&b"order 1 paid"[..]));
-        assert_eq!(header(&l, "content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            header(&l, "content-type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(header(&l, "ce_type"), Some("order.created"));
     }
 
     #[test]
     fn structured_mode_sends_the_body_with_its_content_type() {
-        let m = msg(event(None, None), "{\"specversion\":\"1.0\"}", CLOUDEVENTS_JSON);
+        let m = msg(
+            event(None, None),
+            "{\"specversion\":\"1.0\"}",
+            CLOUDEVENTS_JSON,
+        );
         let l = structured(&m);
         assert_eq!(l.value.as_deref(), Some(&b"{\"specversion\":\"1.0\"}"[..]));
         assert_eq!(header(&l, "content-type"), Some(CLOUDEVENTS_JSON));

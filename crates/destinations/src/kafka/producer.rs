@@ -152,7 +152,7 @@ fn build_producer(settings: &KafkaDestinationSettings) -> Result<FutureProducer,
         .create()
         .map_err(|source| BuildError::Kafka {
             id: settings.id.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -161,10 +161,14 @@ fn classify(topic: &str, e: KafkaError) -> SendError {
     use RDKafkaErrorCode as C;
     let final_error = |m: String| SendError::final_error(m);
     let err = match e.rdkafka_error_code() {
-        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownTopicId) => final_error(
-            format!("topic `{topic}` does not exist and the cluster did not create it: create the topic (or enable auto.create.topics.enable on the brokers)"),
-        ),
-        Some(C::InvalidTopic) => final_error(format!("the cluster refuses `{topic}` as a topic name")),
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownTopicId) => {
+            final_error(format!(
+                "topic `{topic}` does not exist and the cluster did not create it: create the topic (or enable auto.create.topics.enable on the brokers)"
+            ))
+        }
+        Some(C::InvalidTopic) => {
+            final_error(format!("the cluster refuses `{topic}` as a topic name"))
+        }
         Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
             final_error(format!(
                 "the message for `{topic}` is larger than the cluster accepts (message.max.bytes / max.message.bytes)"
@@ -176,9 +180,9 @@ fn classify(topic: &str, e: KafkaError) -> SendError {
         Some(C::SaslAuthenticationFailed | C::Authentication) => {
             final_error("the cluster refused the SASL credentials".to_owned())
         }
-        Some(C::InvalidRecord | C::InvalidMessage | C::InvalidTimestamp) => {
-            final_error(format!("the cluster refused the message for `{topic}` as invalid"))
-        }
+        Some(C::InvalidRecord | C::InvalidMessage | C::InvalidTimestamp) => final_error(format!(
+            "the cluster refused the message for `{topic}` as invalid"
+        )),
         Some(C::MessageTimedOut) => SendError::retryable(format!(
             "the message for `{topic}` was not acknowledged in time (are the brokers reachable?)"
         )),
@@ -198,6 +202,81 @@ impl Destination for Kafka {
     }
 
     async fn send(&self, msg: &OutboundMessage) -> Result<SendOk, SendError> {
+        let producer = self.producer();
+        let started = Instant::now();
+        let result = self
+            .produce(&producer, msg)
+            .await
+            .map(|(topic, partition, offset)| SendOk {
+                status_code: None,
+                response_excerpt: Some(format!("{topic}[{partition}]@{offset}")),
+            });
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(_) => {
+                tracing::debug!(dest_id = %self.settings.id, elapsed_ms, "kafka message delivered")
+            }
+            Err(err) => {
+                tracing::debug!(dest_id = %self.settings.id, retryable = err.is_retryable(),
+                elapsed_ms, error = %err, "kafka delivery failed")
+            }
+        }
+        result
+    }
+
+    fn max_batch(&self) -> usize {
+        self.settings.batch.map_or(1, |(max, _)| max.max(1))
+    }
+
+    fn batch_wait(&self) -> Duration {
+        self.settings.batch.map_or(Duration::ZERO, |(_, wait)| wait)
+    }
+
+    /// Every message of the batch goes to the producer at once; the first final error, else
+    /// the first retryable one, is the batch's outcome.
+    async fn send_batch(&self, msgs: &[OutboundMessage]) -> Result<SendOk, SendError> {
+        if let [one] = msgs {
+            return self.send(one).await;
+        }
+        if self.settings.batch.is_none() {
+            return Err(SendError::final_error(format!(
+                "destination `{}` is not in batch mode: send one message at a time",
+                self.settings.id
+            )));
+        }
+        let producer = self.producer();
+        let started = Instant::now();
+        let results =
+            futures::future::join_all(msgs.iter().map(|m| self.produce(&producer, m))).await;
+        let mut retryable = None;
+        let mut delivered = 0_usize;
+        for r in results {
+            match r {
+                Ok(_) => delivered += 1,
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => retryable = retryable.or(Some(e)),
+            }
+        }
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(dest_id = %self.settings.id, messages = msgs.len(), delivered, elapsed_ms, "kafka batch produced");
+        match retryable {
+            Some(e) => Err(e),
+            None => Ok(SendOk {
+                status_code: None,
+                response_excerpt: Some(format!("{delivered} messages acknowledged")),
+            }),
+        }
+    }
+}
+
+impl Kafka {
+    /// Produces one message and waits for the cluster's acknowledgement: its topic,
+    /// partition and offset.
+    async fn produce(
+        &self,
+        producer: &Arc<FutureProducer>,
+        msg: &OutboundMessage,
+    ) -> Result<(String, i32, i64), SendError> {
         let topic = self.topic(msg)?;
         let key = self.key(msg)?;
         let layout = match self.settings.mode {
@@ -218,37 +297,22 @@ impl Destination for Kafka {
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }
-        let producer = self.producer();
-        let started = Instant::now();
         let sent = tokio::time::timeout(
             self.settings.timeout + LOCAL_GRACE,
             producer.send(record, Timeout::After(self.settings.timeout)),
         )
         .await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let result = match sent {
-            Ok(Ok(delivery)) => Ok(SendOk {
-                status_code: None,
-                response_excerpt: Some(format!(
-                    "{topic}[{}]@{}",
-                    delivery.partition, delivery.offset
-                )),
-            }),
+        match sent {
+            Ok(Ok(delivery)) => Ok((topic, delivery.partition, delivery.offset)),
             Ok(Err((e, _message))) => {
-                self.renew_if_fatal(&producer);
+                self.renew_if_fatal(producer);
                 Err(classify(&topic, e))
             }
             Err(_) => Err(SendError::retryable(format!(
                 "the message for `{topic}` was not acknowledged within {:?}",
                 self.settings.timeout + LOCAL_GRACE
             ))),
-        };
-        match &result {
-            Ok(_) => tracing::debug!(dest_id = %self.settings.id, elapsed_ms, "kafka message delivered"),
-            Err(err) => tracing::debug!(dest_id = %self.settings.id, retryable = err.is_retryable(),
-                elapsed_ms, error = %err, "kafka delivery failed"),
         }
-        result
     }
 }
 
@@ -258,7 +322,10 @@ mod tests {
 
     #[test]
     fn unknown_topics_and_oversized_messages_are_final_timeouts_retryable() {
-        let e = classify("t", KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic));
+        let e = classify(
+            "t",
+            KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic),
+        );
         assert!(!e.is_retryable());
         assert!(e.message.contains("`t`"));
         let e = classify(
@@ -266,7 +333,10 @@ mod tests {
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
         );
         assert!(!e.is_retryable());
-        let e = classify("t", KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
+        let e = classify(
+            "t",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        );
         assert!(e.is_retryable());
         let e = classify(
             "t",

@@ -12,11 +12,11 @@ use estafeta_config::kafka_destination::{Compression, KafkaDestinationSettings, 
 use estafeta_core::{DeliveryId, Destination, Event, OutboundMessage};
 use estafeta_destinations::Kafka;
 use estafeta_testkit::Tansu;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::ClientConfig;
 
 pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
@@ -36,6 +36,7 @@ fn settings(brokers: &str, topic: &str, mode: KafkaMode) -> KafkaDestinationSett
         mode,
         compression: Compression::Gzip,
         timeout: Duration::from_secs(10),
+        batch: None,
     }
 }
 
@@ -132,7 +133,11 @@ pub(crate) async fn read(c: &StreamConsumer, n: usize) -> Vec<Got> {
     let mut out = Vec::new();
     while out.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "read {} of {n} messages: {out:?}", out.len());
+        assert!(
+            !left.is_zero(),
+            "read {} of {n} messages: {out:?}",
+            out.len()
+        );
         if let Ok(m) = tokio::time::timeout(left, c.recv()).await {
             out.push(got(&m.unwrap()));
         }
@@ -150,10 +155,18 @@ async fn acknowledged_messages_are_readable_with_key_value_and_headers() {
     let kafka = Kafka::new(&settings(&tansu.brokers(), &topic, KafkaMode::Structured)).unwrap();
     let mut sent = Vec::new();
     for n in 0..6 {
-        let key = if n % 2 == 0 { "customer-7" } else { "customer-9" };
+        let key = if n % 2 == 0 {
+            "customer-7"
+        } else {
+            "customer-9"
+        };
         let m = msg("order.created", key, n);
         let ok = kafka.send(&m).await.unwrap();
-        assert!(ok.response_excerpt.unwrap().starts_with(&format!("{topic}[")));
+        assert!(
+            ok.response_excerpt
+                .unwrap()
+                .starts_with(&format!("{topic}["))
+        );
         sent.push(m);
     }
     let got = read(&consumer(&tansu.brokers(), &topic), 6).await;
@@ -165,18 +178,26 @@ async fn acknowledged_messages_are_readable_with_key_value_and_headers() {
             .unwrap_or_else(|| panic!("delivery {delivery} not read: {got:?}"));
         assert_eq!(g.value, m.body.to_vec());
         assert_eq!(g.key.as_deref(), m.event.key.as_deref());
-        assert_eq!(g.header("content-type"), Some("application/cloudevents+json"));
+        assert_eq!(
+            g.header("content-type"),
+            Some("application/cloudevents+json")
+        );
     }
     // One key, one partition — and the order of that key's events is kept.
     for key in ["customer-7", "customer-9"] {
-        let of_key: Vec<&Got> = got.iter().filter(|g| g.key.as_deref() == Some(key)).collect();
+        let of_key: Vec<&Got> = got
+            .iter()
+            .filter(|g| g.key.as_deref() == Some(key))
+            .collect();
         assert_eq!(of_key.len(), 3);
         assert!(of_key.iter().all(|g| g.partition == of_key[0].partition));
         let ns: Vec<u64> = of_key
             .iter()
-            .map(|g| serde_json::from_slice::<serde_json::Value>(&g.value).unwrap()["data"]["n"]
-                .as_u64()
-                .unwrap())
+            .map(|g| {
+                serde_json::from_slice::<serde_json::Value>(&g.value).unwrap()["data"]["n"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         let mut sorted = ns.clone();
         sorted.sort_unstable();
@@ -215,15 +236,27 @@ async fn a_templated_topic_is_rendered_per_event() {
     let topic = format!("{prefix}.order.refunded");
     create_topic(&tansu.brokers(), &topic, 1).await;
     let template = format!("{prefix}.{{{{ type }}}}");
-    let kafka = Kafka::new(&settings(&tansu.brokers(), &template, KafkaMode::Structured)).unwrap();
+    let kafka = Kafka::new(&settings(
+        &tansu.brokers(),
+        &template,
+        KafkaMode::Structured,
+    ))
+    .unwrap();
     kafka.send(&msg("order.refunded", "k", 1)).await.unwrap();
     let got = read(&consumer(&tansu.brokers(), &topic), 1).await;
     assert_eq!(got.len(), 1);
 
     // A rendered name Kafka would refuse is a final error, before anything is sent.
-    let err = kafka.send(&msg("order refunded!", "k", 2)).await.unwrap_err();
+    let err = kafka
+        .send(&msg("order refunded!", "k", 2))
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable());
-    assert!(err.message.contains("not a Kafka topic name"), "{}", err.message);
+    assert!(
+        err.message.contains("not a Kafka topic name"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -231,7 +264,11 @@ async fn an_unreachable_broker_is_a_retryable_failure() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
     drop(free);
-    let mut s = settings(&format!("127.0.0.1:{port}"), "orders", KafkaMode::Structured);
+    let mut s = settings(
+        &format!("127.0.0.1:{port}"),
+        "orders",
+        KafkaMode::Structured,
+    );
     s.timeout = Duration::from_secs(2);
     let kafka = Kafka::new(&s).unwrap();
     let started = Instant::now();
@@ -242,21 +279,52 @@ async fn an_unreachable_broker_is_a_retryable_failure() {
 
 #[tokio::test]
 async fn a_topic_that_does_not_exist_is_created_by_tansu_on_first_write() {
-    // Apache Kafka creates it too when `auto.create.topics.enable` is on (its default);
-    // when it is off the delivery fails with a final error naming the topic (see the docs).
+    // Like Apache Kafka with `auto.create.topics.enable` on (its default). When it is off
+    // the delivery fails with a final error naming the topic (see the unit test of the
+    // classification and docs/destinations/kafka.md).
     let Some(tansu) = Tansu::start().await else {
         return;
     };
     let topic = unique("unknown");
+    let kafka = Kafka::new(&settings(&tansu.brokers(), &topic, KafkaMode::Structured)).unwrap();
+    kafka.send(&msg("order.created", "k", 1)).await.unwrap();
+    assert_eq!(read(&consumer(&tansu.brokers(), &topic), 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_is_produced_at_once_and_acknowledged_together() {
+    let Some(tansu) = Tansu::start().await else {
+        return;
+    };
+    let topic = unique("batch");
+    create_topic(&tansu.brokers(), &topic, 2).await;
     let mut s = settings(&tansu.brokers(), &topic, KafkaMode::Structured);
-    s.timeout = Duration::from_secs(5);
+    s.batch = Some((200, Duration::from_millis(5)));
     let kafka = Kafka::new(&s).unwrap();
-    match kafka.send(&msg("order.created", "k", 1)).await {
-        Ok(_) => assert_eq!({eprintln!("KAFKA-PROBE created"); read(&consumer(&tansu.brokers(), &topic), 1).await.len()}, 1),
-        Err(err) => {
-            eprintln!("KAFKA-PROBE error {err:?}");
-            assert!(!err.is_retryable(), "{err:?}");
-            assert!(err.message.contains(&topic), "{}", err.message);
-        }
-    }
+    assert_eq!(kafka.max_batch(), 200);
+    let batch: Vec<OutboundMessage> = (0..50).map(|n| msg("order.created", "k", n)).collect();
+    let ok = kafka.send_batch(&batch).await.unwrap();
+    assert_eq!(
+        ok.response_excerpt.as_deref(),
+        Some("50 messages acknowledged")
+    );
+    let got = read(&consumer(&tansu.brokers(), &topic), 50).await;
+    // One key: one partition, in the batch's order.
+    let ids: Vec<String> = got
+        .iter()
+        .map(|g| g.header("X-Estafeta-Delivery").unwrap().to_owned())
+        .collect();
+    let sent: Vec<String> = batch.iter().map(|m| m.delivery_id.to_string()).collect();
+    assert_eq!(ids, sent);
+
+    // A batch to a broker nobody runs fails as a whole, and may be retried.
+    let mut s = settings("127.0.0.1:1", &topic, KafkaMode::Structured);
+    s.batch = Some((200, Duration::from_millis(5)));
+    s.timeout = Duration::from_secs(1);
+    let err = Kafka::new(&s)
+        .unwrap()
+        .send_batch(&batch[..3])
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
 }

@@ -161,8 +161,8 @@ async fn measure(
         true,
     );
     spec.destination_yaml = Some(format!(
-        "  - id: bench-receiver\n    kind: kafka\n    brokers: {quoted}\n    topic: {output}\n    concurrency: {}\n",
-        args.dest_concurrency.max(512)
+        "  - id: bench-receiver\n    kind: kafka\n    brokers: {quoted}\n    topic: {output}\n    concurrency: {}\n    batch: {{ max_events: 1000, max_wait: 5ms }}\n",
+        args.dest_concurrency
     ));
     let server = ServerProcess::spawn(&spec).await?;
     let start = Instant::now();
