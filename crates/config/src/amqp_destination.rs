@@ -204,9 +204,15 @@ pub(crate) fn validate_declare(cx: &mut Ctx<'_>, p: &str, d: &DeclareConfig) -> 
     for (i, e) in d.exchanges.iter().enumerate() {
         let field = format!("{p}.declare.exchanges[{i}].name");
         if e.name.trim().is_empty() {
-            cx.err_entry(field, "must name an exchange (the default exchange exists already)");
+            cx.err_entry(
+                field,
+                "must name an exchange (the default exchange exists already)",
+            );
         } else if e.name.starts_with("amq.") {
-            cx.err_entry(field, "names starting with `amq.` are reserved by the broker");
+            cx.err_entry(
+                field,
+                "names starting with `amq.` are reserved by the broker",
+            );
         } else if let Some(problem) = name_problem(&e.name) {
             cx.err_entry(field, problem);
         }

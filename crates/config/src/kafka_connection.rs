@@ -156,10 +156,18 @@ pub(crate) fn validate(
     let sasl = match sasl {
         None => None,
         Some(s) => {
-            let username = cx.resolve(&s.username, &format!("{p}.sasl.username"))?.value;
-            let password = cx.resolve(&s.password, &format!("{p}.sasl.password"))?.value;
+            let username = cx
+                .resolve(&s.username, &format!("{p}.sasl.username"))?
+                .value;
+            let password = cx
+                .resolve(&s.password, &format!("{p}.sasl.password"))?
+                .value;
             if username.expose().is_empty() {
-                cx.err_text(&s.username, format!("{p}.sasl.username"), "must not be empty");
+                cx.err_text(
+                    &s.username,
+                    format!("{p}.sasl.username"),
+                    "must not be empty",
+                );
             }
             if s.mechanism == SaslMechanism::Plain && !tls {
                 cx.err_text(

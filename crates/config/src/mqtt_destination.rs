@@ -118,9 +118,7 @@ pub fn broker_address(url: &str) -> Option<(String, u16)> {
 /// most 65,535 bytes.
 #[must_use]
 pub fn is_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_BYTES
-        && !topic.contains(['+', '#', '\0'])
+    !topic.is_empty() && topic.len() <= MAX_TOPIC_BYTES && !topic.contains(['+', '#', '\0'])
 }
 
 /// True when `filter` can be subscribed to: not empty, `+` only as a whole level, `#` only
@@ -189,16 +187,17 @@ pub(crate) fn validate_credentials(
 /// Checks a keep-alive interval (MQTT counts it in whole seconds, at most 65,535).
 pub(crate) fn validate_keep_alive(cx: &mut Ctx<'_>, p: &str, keep_alive: Duration) {
     if keep_alive < Duration::from_secs(5) || keep_alive > Duration::from_secs(65_535) {
-        cx.err_entry(
-            format!("{p}.keep_alive"),
-            "must be between 5s and 65535s",
-        );
+        cx.err_entry(format!("{p}.keep_alive"), "must be between 5s and 65535s");
     }
 }
 
 /// Checks a client id (MQTT allows up to 65,535 bytes; brokers may ask for less).
 pub(crate) fn validate_client_id(cx: &mut Ctx<'_>, p: &str, t: &Text) -> Option<String> {
-    let id = cx.resolve(t, &format!("{p}.client_id"))?.value.expose().to_owned();
+    let id = cx
+        .resolve(t, &format!("{p}.client_id"))?
+        .value
+        .expose()
+        .to_owned();
     if id.trim().is_empty() || id.len() > 65_535 || id.chars().any(char::is_control) {
         cx.err_text(
             t,
@@ -241,8 +240,7 @@ pub(crate) fn validate(
         Some(t) => Some(validate_client_id(cx, p, t)?),
         None => None,
     };
-    let credentials =
-        validate_credentials(cx, p, c.username.as_ref(), c.password.as_ref());
+    let credentials = validate_credentials(cx, p, c.username.as_ref(), c.password.as_ref());
     validate_keep_alive(cx, p, c.keep_alive.0);
     if c.timeout.0.is_zero() {
         cx.err_entry(format!("{p}.timeout"), "must be more than 0s");

@@ -111,9 +111,9 @@ pub enum BuildError {
     Kafka {
         /// Destination id.
         id: String,
-        /// librdkafka's error.
+        /// librdkafka's error (boxed: it is large).
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("destination `{id}`: the HTTP client cannot be built")]

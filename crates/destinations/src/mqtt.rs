@@ -74,7 +74,11 @@ impl Waiting {
     /// Ends the connection: every waiting publish fails with `reason`.
     fn close(&mut self, reason: &str) {
         self.closed = Some(reason.to_owned());
-        for tx in self.queued.drain(..).chain(self.sent.drain().map(|(_, tx)| tx)) {
+        for tx in self
+            .queued
+            .drain(..)
+            .chain(self.sent.drain().map(|(_, tx)| tx))
+        {
             let _ = tx.send(Err(reason.to_owned()));
         }
     }
@@ -225,7 +229,9 @@ impl Mqtt {
             Ok(Ok(Err(e))) => {
                 let refused = matches!(e, ConnectionError::ConnectionRefused(_));
                 let message = if refused {
-                    format!("the MQTT broker at {address} refused the connection (check the credentials and the client id)")
+                    format!(
+                        "the MQTT broker at {address} refused the connection (check the credentials and the client id)"
+                    )
                 } else {
                     format!("cannot connect to the MQTT broker at {address}")
                 };

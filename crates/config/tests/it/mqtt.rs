@@ -50,7 +50,10 @@ destinations:
     assert_eq!(p.client_id.as_deref(), Some("estafeta-panel"));
     let creds = p.credentials.as_ref().unwrap();
     assert_eq!(creds.password.expose(), "s3cret");
-    assert!(!format!("{p:?}").contains("s3cret"), "the password must not show in Debug");
+    assert!(
+        !format!("{p:?}").contains("s3cret"),
+        "the password must not show in Debug"
+    );
     assert_eq!(p.keep_alive, Duration::from_secs(10));
 }
 
@@ -88,7 +91,10 @@ destinations:
     )
     .unwrap_err()
     .to_string();
-    assert!(text.contains("m.yaml:5:5") && text.contains("unknown field `qos`"), "{text}");
+    assert!(
+        text.contains("m.yaml:5:5") && text.contains("unknown field `qos`"),
+        "{text}"
+    );
 }
 
 #[test]

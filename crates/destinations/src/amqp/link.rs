@@ -42,7 +42,9 @@ pub enum LinkError {
         source: lapin::Error,
     },
     /// The queue to consume does not exist.
-    #[error("queue `{queue}` does not exist on the broker (declare it, or add it to `declare.queues`)")]
+    #[error(
+        "queue `{queue}` does not exist on the broker (declare it, or add it to `declare.queues`)"
+    )]
     NoQueue {
         /// Queue name.
         queue: String,
@@ -64,7 +66,9 @@ impl LinkError {
                 amqp_error(e),
                 Some(
                     AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
-                        | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED | AMQPHardError::INVALIDPATH)
+                        | AMQPErrorKind::Hard(
+                            AMQPHardError::NOTALLOWED | AMQPHardError::INVALIDPATH
+                        )
                 )
             ),
             Self::Channel(e) | Self::Declare { source: e, .. } => matches!(
@@ -176,7 +180,9 @@ pub async fn declare(channel: &Channel, d: &DeclareSettings) -> Result<(), LinkE
             )
             .await
             .map_err(|source| LinkError::Declare {
-                what: format!("the binding of queue `{queue}` to exchange `{exchange}` with key `{key}`"),
+                what: format!(
+                    "the binding of queue `{queue}` to exchange `{exchange}` with key `{key}`"
+                ),
                 source,
             })?;
     }

@@ -90,10 +90,10 @@ impl Amqp {
     /// The publishing channel, connecting and setting it up first when needed.
     async fn channel(&self) -> Result<Channel, SendError> {
         let mut open = self.link.lock().await;
-        if let Some(channel) = &open.channel {
-            if channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some(channel) = &open.channel
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         open.channel = None;
         let s = &self.settings;
@@ -293,9 +293,13 @@ impl Destination for Amqp {
         let result = self.publish(&channel, key, msg).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
-            Ok(_) => tracing::debug!(dest_id = %self.settings.id, elapsed_ms, "amqp message confirmed"),
-            Err(err) => tracing::debug!(dest_id = %self.settings.id, retryable = err.is_retryable(),
-                elapsed_ms, error = %err, "amqp publish failed"),
+            Ok(_) => {
+                tracing::debug!(dest_id = %self.settings.id, elapsed_ms, "amqp message confirmed")
+            }
+            Err(err) => {
+                tracing::debug!(dest_id = %self.settings.id, retryable = err.is_retryable(),
+                elapsed_ms, error = %err, "amqp publish failed")
+            }
         }
         result
     }

@@ -1,8 +1,10 @@
 //! The AMQP destination against the local RabbitMQ (`ESTAFETA_AMQP_URL`, default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`): confirmed publishes read back from a bound queue
 //! with their properties and headers, the routing key template, the `declare:` block, and the
-//! errors — unroutable with `mandatory` (final), a missing exchange (final), an unreachable
-//! server (retryable). Each test uses its own exchange and queue names.
+//! errors — unroutable with `mandatory` (final), a missing exchange (final), a negative
+//! confirm (retryable), an unreachable server (retryable) — and a new connection after the
+//! broker closed the destination's own (found by its connection name). Each test uses its own
+//! exchange and queue names.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,13 +110,7 @@ async fn get(channel: &Channel, queue: &str) -> lapin::message::Delivery {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(m) = channel
-            .basic_get(
-                queue.into(),
-                BasicGetOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            )
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap()
         {
@@ -289,4 +285,115 @@ async fn a_routing_key_that_renders_too_long_is_final() {
     let err = dest.send(&msg(DeliveryId::new())).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("255 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_negative_confirm_from_a_full_queue_is_retryable() {
+    let queue = format!("estafeta.test.{}", unique());
+    let (_conn, channel) = client().await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let dest = Amqp::new(&settings("", &queue)).unwrap();
+    let err = dest.send(&msg(DeliveryId::new())).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("negative confirm"), "{err}");
+}
+
+/// Closes, through `rabbitmqctl`, the connections named `name`; `None` without `rabbitmqctl`.
+async fn close_connections_named(name: &str) -> Option<usize> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_connections",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.contains(&needle) {
+            let pid = line.split_whitespace().next()?;
+            let status = tokio::process::Command::new("rabbitmqctl")
+                .args(["-q", "close_connection", pid, "closed by an estafeta test"])
+                .status()
+                .await
+                .ok()?;
+            assert!(status.success(), "close_connection {pid} failed");
+            closed += 1;
+        }
+    }
+    Some(closed)
+}
+
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_opened_again_on_the_next_send() {
+    let queue = format!("estafeta.test.{}", unique());
+    let (_conn, channel) = client().await;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut s = settings("", &queue);
+    s.id = format!("rabbit-{}", unique());
+    let dest = Amqp::new(&s).unwrap();
+    dest.send(&msg(DeliveryId::new())).await.unwrap();
+    let Some(closed) = close_connections_named(&format!("estafeta destination {}", s.id)).await
+    else {
+        eprintln!("rabbitmqctl is not available: connection loss not tested");
+        return;
+    };
+    assert_eq!(
+        closed, 1,
+        "the destination's connection was found by its name"
+    );
+    // A send racing the close may fail, retryably; a later one reconnects.
+    let mut delivered = false;
+    for _ in 0..50 {
+        match dest.send(&msg(DeliveryId::new())).await {
+            Ok(_) => {
+                delivered = true;
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(
+        delivered,
+        "no send went through after the connection was closed"
+    );
+    // The message before the close and the one after it.
+    get(&channel, &queue).await;
+    get(&channel, &queue).await;
 }

@@ -85,7 +85,10 @@ async fn next_publish(events: &mut EventLoop) -> Publish {
 async fn qos1_publishes_arrive_on_the_rendered_topic_with_the_payload() {
     let base = format!("estafeta-test/{}", unique());
     let mut sub = subscriber(&format!("{base}/#")).await;
-    let dest = Mqtt::new(&settings(&format!("{base}/{{{{ type }}}}/{{{{ data.site }}}}"))).unwrap();
+    let dest = Mqtt::new(&settings(&format!(
+        "{base}/{{{{ type }}}}/{{{{ data.site }}}}"
+    )))
+    .unwrap();
     let ok = dest
         .send(&msg("order.created", b"{\"id\":77}"))
         .await
@@ -104,7 +107,10 @@ async fn qos1_publishes_arrive_on_the_rendered_topic_with_the_payload() {
         r.unwrap();
     }
     for _ in 0..20 {
-        assert_eq!(next_publish(&mut sub).await.topic, format!("{base}/order.paid/lisbon"));
+        assert_eq!(
+            next_publish(&mut sub).await.topic,
+            format!("{base}/order.paid/lisbon")
+        );
     }
 }
 

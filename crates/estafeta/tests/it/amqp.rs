@@ -255,13 +255,7 @@ async fn the_amqp_orders_example_routes_urgent_orders_and_republishes_all() {
     let mut keys = Vec::new();
     for _ in 0..3 {
         let got = ch
-            .basic_get(
-                audit.as_str().into(),
-                BasicGetOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            )
+            .basic_get(audit.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .unwrap()
             .expect("a message in the audit queue");

@@ -88,7 +88,7 @@ async fn kill_9_while_consuming_then_restart_stores_every_message_once() {
     let Some(tansu) = Tansu::start().await else {
         return;
     };
-    const N: usize = 3000;
+    const N: usize = 20_000;
     let topic = "orders";
     create_topic(&tansu.brokers(), topic, 3).await;
     let messages: Vec<(String, String)> = (0..N)
@@ -99,16 +99,22 @@ async fn kill_9_while_consuming_then_restart_stores_every_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(&tansu.brokers(), topic);
     let s = Server::start(dir.path(), &cfg).await;
-    s.wait_json("/v1/sources/orders-in", T, |v| {
-        v["events"].as_u64().unwrap_or(0) >= 200
-    })
-    .await;
+    let before = s
+        .wait_json("/v1/sources/orders-in", T, |v| {
+            v["events"].as_u64().unwrap_or(0) >= 500
+        })
+        .await;
     s.kill9().await;
+    let stored_before = before["events"].as_u64().unwrap();
+    assert!(
+        stored_before < N as u64,
+        "the source finished before the kill ({stored_before} stored): make the topic longer"
+    );
 
     let s = Server::start(dir.path(), &cfg).await;
     let status = s
         .wait_json("/v1/sources/orders-in", T, |v| {
-            v["state"] == "running" && v["lag"] == 0
+            v["state"] == "running" && v["lag"] == 0 && v["position"].is_string()
         })
         .await;
     assert!(status["position"].as_str().is_some(), "{status}");
@@ -227,14 +233,19 @@ async fn kafka_debezium_example_sends_changes_to_webhooks() {
         &[
             ("KAFKA_BROKERS", brokers.as_str()),
             ("CRM_HOOK", format!("{}/crm", rx.url()).as_str()),
-            ("FULFILMENT_HOOK", format!("{}/fulfilment", rx.url()).as_str()),
+            (
+                "FULFILMENT_HOOK",
+                format!("{}/fulfilment", rx.url()).as_str(),
+            ),
             ("ESTAFETA_SECRET_HOOKS_WHSEC", WHSEC),
         ],
     )
     .await;
 
-    let source = |table: &str| json!({"version": "2.7.0.Final", "connector": "mysql",
-        "name": "dbserver1", "db": "inventory", "table": table, "ts_ms": 1_767_225_600_000_u64});
+    let source = |table: &str| {
+        json!({"version": "2.7.0.Final", "connector": "mysql",
+        "name": "dbserver1", "db": "inventory", "table": table, "ts_ms": 1_767_225_600_000_u64})
+    };
     let customer_update = json!({
         "schema": {"type": "struct", "name": "dbserver1.inventory.customers.Envelope"},
         "payload": {

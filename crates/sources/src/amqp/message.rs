@@ -34,9 +34,9 @@ pub(super) fn headers(d: &Delivery) -> Vec<(&str, Cow<'_, [u8]>)> {
             out.push((name.as_str(), bytes));
         }
     }
-    let has_content_type = out
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type") || n.eq_ignore_ascii_case("content_type"));
+    let has_content_type = out.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case("content-type") || n.eq_ignore_ascii_case("content_type")
+    });
     if let (Some(ct), false) = (d.properties.content_type(), has_content_type) {
         out.push(("content-type", Cow::Borrowed(ct.as_str().as_bytes())));
     }

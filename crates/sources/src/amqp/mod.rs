@@ -59,7 +59,9 @@ enum AmqpSourceError {
         source: lapin::Error,
     },
     /// The channel closed before an acknowledgement could be sent.
-    #[error("the AMQP channel closed before stored messages were acknowledged; the broker delivers them again")]
+    #[error(
+        "the AMQP channel closed before stored messages were acknowledged; the broker delivers them again"
+    )]
     AckLost,
     /// The broker ended the consumer (e.g. the queue was deleted).
     #[error("the broker cancelled the consumer of queue `{0}`")]
@@ -155,7 +157,9 @@ impl AmqpSource {
         let lag_channel = connection
             .create_channel()
             .await
-            .map_err(AmqpSourceError::broker("cannot open the channel for the lag"))?;
+            .map_err(AmqpSourceError::broker(
+                "cannot open the channel for the lag",
+            ))?;
         tracing::info!(source_id = %self.id, queue = %s.queue, prefetch = s.prefetch, "consuming the AMQP queue");
         self.board.update(&self.id, |st| {
             st.state = SourceState::Running;
@@ -174,10 +178,10 @@ impl AmqpSource {
                 stored = appender.next(), if !appender.is_empty() => {
                     match stored {
                         Ok(stored) => {
-                            if let Some(acked) = stored.position {
-                                if let Err(e) = self.acknowledge(stored.count, acked).await {
-                                    break Err(e);
-                                }
+                            if let Some(acked) = stored.position
+                                && let Err(e) = self.acknowledge(stored.count, acked).await
+                            {
+                                break Err(e);
                             }
                         }
                         Err(e) => break Err(AmqpSourceError::Sink(e)),
@@ -249,7 +253,9 @@ impl AmqpSource {
             .acker
             .ack(BasicAckOptions { multiple: true })
             .await
-            .map_err(AmqpSourceError::broker("cannot acknowledge stored messages"))?;
+            .map_err(AmqpSourceError::broker(
+                "cannot acknowledge stored messages",
+            ))?;
         if !sent {
             return Err(AmqpSourceError::AckLost);
         }

@@ -41,18 +41,16 @@ pub(super) fn consumer(s: &KafkaSourceSettings) -> Result<Arc<KafkaConsumer>, Ka
         StartPosition::Latest => "latest",
         StartPosition::Earliest | StartPosition::Timestamp(_) => "earliest",
     };
-    let consumer: KafkaConsumer = estafeta_destinations::kafka::client_config(
-        &s.connection,
-        &format!("estafeta-{}", s.id),
-    )
-    .set("group.id", &s.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("auto.offset.reset", reset)
-    .set("enable.partition.eof", "false")
-    .set("session.timeout.ms", "10000")
-    .set("topic.metadata.refresh.interval.ms", "10000")
-    .create_with_context(Context::default())?;
+    let consumer: KafkaConsumer =
+        estafeta_destinations::kafka::client_config(&s.connection, &format!("estafeta-{}", s.id))
+            .set("group.id", &s.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", reset)
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            .create_with_context(Context::default())?;
     let names = s.subscription.names();
     let topics: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -68,20 +66,26 @@ pub(super) fn commit(consumer: &KafkaConsumer, offsets: &Offsets) -> Result<(), 
     consumer.commit(&tpl, CommitMode::Sync)
 }
 
-/// Messages waiting: high watermark minus committed offset (the low watermark where none
-/// is committed), summed over the assigned partitions. Blocking: run off the runtime.
-pub(super) fn lag(consumer: &KafkaConsumer, committed: &Offsets) -> Option<u64> {
+/// Messages waiting: high watermark minus the group's committed offset (the low watermark
+/// where none is committed), summed over the assigned partitions; `None` while no partition
+/// is assigned or the cluster does not answer. Blocking: run off the runtime.
+pub(super) fn lag(consumer: &KafkaConsumer) -> Option<u64> {
     let assignment = consumer.assignment().ok()?;
+    if assignment.count() == 0 {
+        return None;
+    }
+    let committed = consumer
+        .committed_offsets(assignment, Duration::from_secs(2))
+        .ok()?;
     let mut total = 0u64;
-    for e in assignment.elements() {
+    for e in committed.elements() {
         let (low, high) = consumer
             .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
             .ok()?;
-        let from = committed
-            .get(&(e.topic().to_owned(), e.partition()))
-            .copied()
-            .unwrap_or(low)
-            .max(low);
+        let from = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
         total += u64::try_from(high - from).unwrap_or(0);
     }
     Some(total)

@@ -66,14 +66,12 @@ impl KafkaSource {
                 error_chain(&e)
             ))
         })?;
-        blocking(&consumer, |c| client::reachable(c))
-            .await
-            .map_err(|e| {
-                Failure::Transient(format!(
-                    "the Kafka cluster at {} does not answer: {e}",
-                    self.settings.connection.brokers
-                ))
-            })?;
+        blocking(&consumer, client::reachable).await.map_err(|e| {
+            Failure::Transient(format!(
+                "the Kafka cluster at {} does not answer: {e}",
+                self.settings.connection.brokers
+            ))
+        })?;
         tracing::info!(source_id = %self.id, group_id = %self.settings.group_id, "kafka source running");
         self.board.update(&self.id, |s| {
             s.state = SourceState::Running;
@@ -121,8 +119,7 @@ impl KafkaSource {
                             self.settings.connection.brokers
                         )));
                     }
-                    let known = committed.clone();
-                    if let Ok(Some(lag)) = blocking(&consumer, move |c| Ok(client::lag(c, &known))).await {
+                    if let Ok(Some(lag)) = blocking(&consumer, |c| Ok(client::lag(c))).await {
                         report_lag(&self.board, &self.id, lag);
                     }
                 }
@@ -145,10 +142,10 @@ impl KafkaSource {
             .timestamp()
             .to_millis()
             .and_then(DateTime::<Utc>::from_timestamp_millis);
-        if let (StartPosition::Timestamp(start), Some(at)) = (self.settings.start, timestamp) {
-            if at < start {
-                return;
-            }
+        if let (StartPosition::Timestamp(start), Some(at)) = (self.settings.start, timestamp)
+            && at < start
+        {
+            return;
         }
         let headers = m
             .headers()

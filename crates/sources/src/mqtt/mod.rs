@@ -31,8 +31,7 @@ use crate::supervisor::{Failure, Supervisor};
 /// Metric names of this source (documented in `docs/sources/mqtt.md`).
 pub mod metrics {
     pub use estafeta_core::metric_names::{
-        SOURCE_EVENTS as EVENTS, SOURCE_RECONNECTS as RECONNECTS,
-        SOURCE_UNDECODABLE as UNDECODABLE,
+        SOURCE_EVENTS as EVENTS, SOURCE_RECONNECTS as RECONNECTS, SOURCE_UNDECODABLE as UNDECODABLE,
     };
 }
 

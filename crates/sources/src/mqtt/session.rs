@@ -34,7 +34,10 @@ type Polled = Result<MqttEvent, ConnectionError>;
 async fn pump(mut events: EventLoop, tx: mpsc::Sender<Polled>) {
     loop {
         let polled = events.poll().await;
-        let last = matches!(polled, Err(_) | Ok(MqttEvent::Outgoing(Outgoing::Disconnect)));
+        let last = matches!(
+            polled,
+            Err(_) | Ok(MqttEvent::Outgoing(Outgoing::Disconnect))
+        );
         if tx.send(polled).await.is_err() || last {
             return;
         }
@@ -53,7 +56,8 @@ impl Drop for AbortOnDrop {
 pub(super) async fn run(src: &MqttSource, decoder: &Decoder) -> Result<(), MqttError> {
     let s = &src.settings;
     let address = format!("{}:{}", s.host, s.port);
-    src.board.update(&src.id, |st| st.state = SourceState::Starting);
+    src.board
+        .update(&src.id, |st| st.state = SourceState::Starting);
     let mut options = MqttOptions::new(&s.client_id, &s.host, s.port);
     options
         .set_keep_alive(s.keep_alive)
@@ -237,7 +241,10 @@ async fn close(
         // Keep the pump going until the acknowledgements and the DISCONNECT are out.
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(polled) = rx.recv().await {
-                if matches!(polled, Err(_) | Ok(MqttEvent::Outgoing(Outgoing::Disconnect))) {
+                if matches!(
+                    polled,
+                    Err(_) | Ok(MqttEvent::Outgoing(Outgoing::Disconnect))
+                ) {
                     break;
                 }
             }

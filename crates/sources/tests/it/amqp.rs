@@ -140,7 +140,11 @@ async fn messages_become_events_undecodable_ones_failed_records_and_the_queue_dr
     let types: Vec<&str> = events.iter().map(|e| e.ty.as_str()).collect();
     assert_eq!(
         types,
-        ["order.created", queue.as_str(), "estafeta.message.undecodable"]
+        [
+            "order.created",
+            queue.as_str(),
+            "estafeta.message.undecodable"
+        ]
     );
     assert_eq!(events[0].ce_id, "ce-1");
     assert_eq!(events[1].ce_id, "m-2", "the message_id is the event id");
@@ -193,12 +197,17 @@ async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bound
     let rabbit = Rabbit::with_queue(&queue).await;
     for i in 0..20 {
         rabbit
-            .publish(format!("{{\"i\":{i}}}").as_bytes(), Some(&format!("m{i}")), None)
+            .publish(
+                format!("{{\"i\":{i}}}").as_bytes(),
+                Some(&format!("m{i}")),
+                None,
+            )
             .await;
     }
     let yaml = config("gated", &queue, "    prefetch: 5\n");
-    let cfg = estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
-        .unwrap();
+    let cfg =
+        estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn estafeta_store::Store> = Arc::new(
         estafeta_store::SqliteStore::open(estafeta_store::SqliteOptions::new(
@@ -250,11 +259,18 @@ async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bound
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while sources.board().get("gated").unwrap().position.as_deref() != Some(&format!("{queue}#20"))
     {
-        assert!(tokio::time::Instant::now() < deadline, "not all acknowledged");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all acknowledged"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sources.shutdown(Duration::from_secs(10)).await;
-    assert_eq!(rabbit.ready().await, 0, "every stored message was acknowledged");
+    assert_eq!(
+        rabbit.ready().await,
+        0,
+        "every stored message was acknowledged"
+    );
     let is: Vec<i64> = sink
         .events
         .lock()
@@ -284,13 +300,18 @@ async fn a_missing_queue_is_reported_with_its_name() {
 #[tokio::test]
 async fn the_declare_block_creates_the_queue_and_its_binding() {
     let id = unique();
-    let (exchange, queue) = (format!("estafeta.test.{id}.x"), format!("estafeta.test.{id}"));
+    let (exchange, queue) = (
+        format!("estafeta.test.{id}.x"),
+        format!("estafeta.test.{id}"),
+    );
     let extra = format!(
         "    declare:\n      exchanges: [{{ name: {exchange}, type: topic, durable: false }}]\n      queues: [{{ name: {queue}, durable: false }}]\n      bindings: [{{ queue: {queue}, exchange: {exchange}, routing_key: \"orders.#\" }}]\n    decode: {{ type: order.placed }}\n"
     );
     let h = Harness::start(&config("declared", &queue, &extra)).await;
-    h.wait(20, "running", |h| h.status("declared").state == SourceState::Running)
-        .await;
+    h.wait(20, "running", |h| {
+        h.status("declared").state == SourceState::Running
+    })
+    .await;
     let rabbit = Rabbit::connect(&queue).await;
     rabbit
         .channel
@@ -362,7 +383,11 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     let rabbit = Rabbit::with_queue(&queue).await;
     for i in 0..30 {
         rabbit
-            .publish(format!("{{\"i\":{i}}}").as_bytes(), Some(&format!("m{i}")), None)
+            .publish(
+                format!("{{\"i\":{i}}}").as_bytes(),
+                Some(&format!("m{i}")),
+                None,
+            )
             .await;
     }
     let h = Harness::start(&config(&id, &queue, "    prefetch: 10\n")).await;
@@ -378,15 +403,22 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
         return;
     };
     assert_eq!(closed, 1, "the source's connection was found by its name");
-    h.wait(20, "a reconnection", |h| h.status(&id).reconnects >= 1)
-        .await;
+    h.wait(20, "reconnecting", |h| {
+        h.status(&id).state == SourceState::Reconnecting
+    })
+    .await;
+    assert!(h.status(&id).reconnects >= 1);
     h.wait(30, "running again", |h| {
         h.status(&id).state == SourceState::Running
     })
     .await;
     for i in 30..60 {
         rabbit
-            .publish(format!("{{\"i\":{i}}}").as_bytes(), Some(&format!("m{i}")), None)
+            .publish(
+                format!("{{\"i\":{i}}}").as_bytes(),
+                Some(&format!("m{i}")),
+                None,
+            )
             .await;
     }
     h.wait(30, "60 distinct events", |h| {
@@ -400,7 +432,10 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     })
     .await;
     let ids: HashSet<String> = h.sink.all().into_iter().map(|e| e.ce_id).collect();
-    assert_eq!(ids, (0..60).map(|i| format!("m{i}")).collect::<HashSet<_>>());
+    assert_eq!(
+        ids,
+        (0..60).map(|i| format!("m{i}")).collect::<HashSet<_>>()
+    );
     let st = h.status(&id);
     assert!(st.reconnects >= 1 && st.error.is_none(), "{st:?}");
     rabbit.delete().await;

@@ -44,7 +44,13 @@ fn producer(brokers: &str) -> FutureProducer {
         .unwrap()
 }
 
-async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8], headers: &[(&str, &str)]) {
+async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    headers: &[(&str, &str)],
+) {
     let mut h = OwnedHeaders::new();
     for (k, v) in headers {
         h = h.insert(Header {
@@ -72,8 +78,20 @@ async fn messages_of_every_format_become_events_and_the_lag_drains() {
     let p = producer(&tansu.brokers());
     let structured = br#"{"specversion":"1.0","id":"ce-1","source":"/shop","type":"order.created","data":{"n":1}}"#;
     produce(&p, &topic, "c1", structured, &[]).await;
-    produce(&p, &topic, "c1", br#"{"n":2}"#, &[("ce_specversion", "1.0"), ("ce_id", "ce-2"),
-        ("ce_source", "/shop"), ("ce_type", "order.paid"), ("content-type", "application/json")]).await;
+    produce(
+        &p,
+        &topic,
+        "c1",
+        br#"{"n":2}"#,
+        &[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "ce-2"),
+            ("ce_source", "/shop"),
+            ("ce_type", "order.paid"),
+            ("content-type", "application/json"),
+        ],
+    )
+    .await;
     produce(&p, &topic, "c2", br#"{"n":3}"#, &[]).await;
     let debezium = br#"{"before":null,"after":{"id":4,"email":"a@example.com"},"op":"c","ts_ms":1700000000000,"source":{"db":"inventory","table":"customers"}}"#;
     produce(&p, &topic, "c2", debezium, &[]).await;
@@ -84,12 +102,19 @@ async fn messages_of_every_format_become_events_and_the_lag_drains() {
     let types: Vec<&str> = events.iter().map(|e| e.ty.as_str()).collect();
     assert!(types.contains(&"order.created"), "{types:?}");
     assert!(types.contains(&"order.paid"), "{types:?}");
-    assert!(types.contains(&topic.as_str()), "plain JSON takes the topic as type: {types:?}");
+    assert!(
+        types.contains(&topic.as_str()),
+        "plain JSON takes the topic as type: {types:?}"
+    );
     let paid = events.iter().find(|e| e.ty == "order.paid").unwrap();
     assert_eq!(paid.ce_id, "ce-2");
     assert_eq!(paid.data, Some(serde_json::json!({"n": 3 - 1})));
     let plain = events.iter().find(|e| e.ty == topic).unwrap();
-    assert!(plain.ce_id.starts_with(&format!("kafka:{topic}/")), "{}", plain.ce_id);
+    assert!(
+        plain.ce_id.starts_with(&format!("kafka:{topic}/")),
+        "{}",
+        plain.ce_id
+    );
     assert_eq!(plain.key.as_deref(), Some("c2"));
     h.wait(30, "lag 0 and a position", |h| {
         let s = h.status("orders-in");
@@ -131,19 +156,39 @@ async fn a_restarted_source_resumes_after_the_offsets_it_committed() {
     create_topic(&tansu.brokers(), &topic).await;
     let p = producer(&tansu.brokers());
     for n in 0..5 {
-        produce(&p, &topic, &format!("k{n}"), format!("{{\"n\":{n}}}").as_bytes(), &[]).await;
+        produce(
+            &p,
+            &topic,
+            &format!("k{n}"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            &[],
+        )
+        .await;
     }
     let mut h = Harness::start(&yaml("resume-in", &tansu.brokers(), &topic, "")).await;
     h.wait(60, "5 events", |h| h.sink.all().len() == 5).await;
     h.stop().await;
     for n in 5..9 {
-        produce(&p, &topic, &format!("k{n}"), format!("{{\"n\":{n}}}").as_bytes(), &[]).await;
+        produce(
+            &p,
+            &topic,
+            &format!("k{n}"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            &[],
+        )
+        .await;
     }
     h.restart_sources();
     h.wait(60, "9 events", |h| h.sink.all().len() >= 9).await;
     // Give a wrongly re-read message time to show up.
-    h.wait(30, "lag 0", |h| h.status("resume-in").lag == Some(0)).await;
-    let mut ns: Vec<u64> = h.sink.data().iter().map(|d| d["n"].as_u64().unwrap()).collect();
+    h.wait(30, "lag 0", |h| h.status("resume-in").lag == Some(0))
+        .await;
+    let mut ns: Vec<u64> = h
+        .sink
+        .data()
+        .iter()
+        .map(|d| d["n"].as_u64().unwrap())
+        .collect();
     ns.sort_unstable();
     assert_eq!(ns, (0..9).collect::<Vec<_>>(), "each message stored once");
 }
@@ -158,7 +203,8 @@ async fn a_lost_broker_shows_reconnecting_then_running_and_reading_goes_on() {
     let p = producer(&tansu.brokers());
     produce(&p, &topic, "k", br#"{"n":1}"#, &[]).await;
     let h = Harness::start(&yaml("flaky-in", &tansu.brokers(), &topic, "")).await;
-    h.wait(60, "the first event", |h| h.sink.all().len() == 1).await;
+    h.wait(60, "the first event", |h| h.sink.all().len() == 1)
+        .await;
 
     tansu.kill();
     h.wait(60, "reconnecting", |h| {

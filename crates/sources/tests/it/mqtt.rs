@@ -28,8 +28,10 @@ fn unique() -> String {
 /// them all.
 async fn publish(url: &str, messages: &[(String, Vec<u8>)]) {
     let (host, port) = broker_address(url).unwrap();
-    let (client, mut events) =
-        AsyncClient::new(MqttOptions::new(format!("pub-{}", unique()), host, port), 1024);
+    let (client, mut events) = AsyncClient::new(
+        MqttOptions::new(format!("pub-{}", unique()), host, port),
+        1024,
+    );
     for (topic, payload) in messages {
         client
             .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
@@ -48,6 +50,32 @@ async fn publish(url: &str, messages: &[(String, Vec<u8>)]) {
     .expect("the broker acknowledged every publish");
 }
 
+/// Stops the source and removes its persistent session from the shared broker (a
+/// clean-session connect with its client id).
+async fn forget(h: &mut Harness, client_id: &str) {
+    h.stop().await;
+    forget_session(client_id).await;
+}
+
+/// Removes the persistent session of `client_id` from the shared broker.
+async fn forget_session(client_id: &str) {
+    let (host, port) = broker_address(&url()).unwrap();
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_clean_session(true);
+    let (client, mut events) = AsyncClient::new(o, 10);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(ev) = events.poll().await {
+            if let MqttEvent::Incoming(Packet::ConnAck(_)) = ev {
+                let _ = client.disconnect().await;
+            }
+            if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn config(url: &str, client_id: &str, topics: &[String], extra: &str) -> String {
     let topics = topics
         .iter()
@@ -60,24 +88,39 @@ fn config(url: &str, client_id: &str, topics: &[String], extra: &str) -> String 
 }
 
 async fn running(h: &Harness) {
-    h.wait(20, "running", |h| h.status("devices").state == SourceState::Running)
-        .await;
+    h.wait(20, "running", |h| {
+        h.status("devices").state == SourceState::Running
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn messages_from_wildcard_filters_become_events() {
     let base = unique();
-    let filters = [format!("{base}/+/turnstile/+/access"), format!("{base}/alarms/#")];
-    let h = Harness::start(&config(&url(), &unique(), &filters, "")).await;
+    let filters = [
+        format!("{base}/+/turnstile/+/access"),
+        format!("{base}/alarms/#"),
+    ];
+    let client_id = unique();
+    let mut h = Harness::start(&config(&url(), &client_id, &filters, "")).await;
     running(&h).await;
     let ce = br#"{"specversion":"1.0","id":"ce-1","source":"/gate","type":"access.denied","data":{"badge":"B-7"}}"#;
     publish(
         &url(),
         &[
             (format!("{base}/lisbon/turnstile/3/access"), ce.to_vec()),
-            (format!("{base}/porto/turnstile/1/access"), br#"{"badge":"B-8","granted":true}"#.to_vec()),
-            (format!("{base}/porto/turnstile/1/status"), br#"{"ignored":true}"#.to_vec()),
-            (format!("{base}/alarms/fire/floor2"), br#"{"level":3}"#.to_vec()),
+            (
+                format!("{base}/porto/turnstile/1/access"),
+                br#"{"badge":"B-8","granted":true}"#.to_vec(),
+            ),
+            (
+                format!("{base}/porto/turnstile/1/status"),
+                br#"{"ignored":true}"#.to_vec(),
+            ),
+            (
+                format!("{base}/alarms/fire/floor2"),
+                br#"{"level":3}"#.to_vec(),
+            ),
         ],
     )
     .await;
@@ -102,16 +145,21 @@ async fn messages_from_wildcard_filters_become_events() {
     let st = h.status("devices");
     assert_eq!(st.state, SourceState::Running);
     let position = st.position.unwrap();
-    assert!(position.starts_with(&format!("{base}/alarms/fire/floor2 (packet ")), "{position}");
+    assert!(
+        position.starts_with(&format!("{base}/alarms/fire/floor2 (packet ")),
+        "{position}"
+    );
     assert!(st.last_event_at.is_some());
+    forget(&mut h, &client_id).await;
 }
 
 #[tokio::test]
 async fn an_undecodable_payload_becomes_a_failed_record() {
     let base = unique();
-    let h = Harness::start(&config(
+    let client_id = unique();
+    let mut h = Harness::start(&config(
         &url(),
-        &unique(),
+        &client_id,
         &[format!("{base}/#")],
         "    decode: { format: json }\n",
     ))
@@ -129,11 +177,15 @@ async fn an_undecodable_payload_becomes_a_failed_record() {
     let events = h.sink.all();
     assert_eq!(events[0].ty, "estafeta.message.undecodable");
     let failed = events[0].data.as_ref().unwrap();
-    assert!(failed["reason"].as_str().unwrap().contains("JSON"), "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("JSON"),
+        "{failed}"
+    );
     assert_eq!(failed["payload"], "not json at all");
     assert_eq!(events[1].ty, format!("{base}/b"));
     h.wait(10, "counted", |h| h.status("devices").undecodable == 1)
         .await;
+    forget(&mut h, &client_id).await;
 }
 
 #[tokio::test]
@@ -148,13 +200,24 @@ async fn messages_published_while_stopped_arrive_after_a_restart() {
             .collect::<Vec<_>>()
     };
     publish(&url(), &batch(0, 5)).await;
-    h.wait(20, "5 events", |h| h.status("devices").events == 5).await;
+    h.wait(20, "5 events", |h| h.status("devices").events == 5)
+        .await;
     h.stop().await;
     publish(&url(), &batch(5, 15)).await;
     h.restart_sources();
     h.wait(20, "15 events", |h| h.sink.all().len() == 15).await;
-    let is: Vec<i64> = h.sink.data().iter().map(|d| d["i"].as_i64().unwrap()).collect();
-    assert_eq!(is, (0..15).collect::<Vec<_>>(), "each message once, in order");
+    let is: Vec<i64> = h
+        .sink
+        .data()
+        .iter()
+        .map(|d| d["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        is,
+        (0..15).collect::<Vec<_>>(),
+        "each message once, in order"
+    );
+    forget(&mut h, &client_id).await;
 }
 
 /// A sink that refuses appends while `failing` is set.
@@ -194,9 +257,11 @@ async fn wait(what: &str, cond: &dyn Fn() -> bool) {
 #[tokio::test]
 async fn messages_are_acknowledged_only_after_they_are_stored() {
     let base = unique();
-    let yaml = config(&url(), &unique(), &[format!("{base}/#")], "");
-    let cfg = estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
-        .unwrap();
+    let client_id = unique();
+    let yaml = config(&url(), &client_id, &[format!("{base}/#")], "");
+    let cfg =
+        estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn estafeta_store::Store> = Arc::new(
         estafeta_store::SqliteStore::open(estafeta_store::SqliteOptions::new(
@@ -227,7 +292,10 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
         .collect();
     publish(&url(), &messages).await;
     // The log refuses them: the session ends without acknowledging anything.
-    wait("a refused append", &|| sink.refused.load(Ordering::SeqCst) > 0).await;
+    wait("a refused append", &|| {
+        sink.refused.load(Ordering::SeqCst) > 0
+    })
+    .await;
     wait("reconnecting", &|| {
         board.get("devices").unwrap().state == SourceState::Reconnecting
     })
@@ -236,7 +304,10 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
     assert!(error.contains("could not store"), "{error}");
     sink.failing.store(false, Ordering::SeqCst);
     // The broker hands every unacknowledged message over again.
-    wait("10 messages stored", &|| sink.events.lock().unwrap().len() >= 10).await;
+    wait("10 messages stored", &|| {
+        sink.events.lock().unwrap().len() >= 10
+    })
+    .await;
     let mut is: Vec<i64> = sink
         .events
         .lock()
@@ -250,6 +321,7 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
     let st = board.get("devices").unwrap();
     assert!(st.reconnects >= 1);
     sources.shutdown(Duration::from_secs(10)).await;
+    forget_session(&client_id).await;
 }
 
 #[tokio::test]
@@ -258,10 +330,21 @@ async fn a_killed_broker_is_reconnected_to_and_messages_after_the_restart_arrive
         return;
     };
     let base = unique();
-    let h = Harness::start(&config(&broker.url(), &unique(), &[format!("{base}/#")], "")).await;
+    let h = Harness::start(&config(
+        &broker.url(),
+        &unique(),
+        &[format!("{base}/#")],
+        "",
+    ))
+    .await;
     running(&h).await;
-    publish(&broker.url(), &[(format!("{base}/n"), br#"{"i":0}"#.to_vec())]).await;
-    h.wait(20, "1 event", |h| h.status("devices").events == 1).await;
+    publish(
+        &broker.url(),
+        &[(format!("{base}/n"), br#"{"i":0}"#.to_vec())],
+    )
+    .await;
+    h.wait(20, "1 event", |h| h.status("devices").events == 1)
+        .await;
 
     broker.kill();
     h.wait(20, "reconnecting", |h| {
@@ -271,9 +354,18 @@ async fn a_killed_broker_is_reconnected_to_and_messages_after_the_restart_arrive
     assert!(!h.sources.as_ref().unwrap().board().not_ready().is_empty());
     broker.restart().await;
     running(&h).await;
-    publish(&broker.url(), &[(format!("{base}/n"), br#"{"i":1}"#.to_vec())]).await;
+    publish(
+        &broker.url(),
+        &[(format!("{base}/n"), br#"{"i":1}"#.to_vec())],
+    )
+    .await;
     h.wait(20, "2 events", |h| h.sink.all().len() >= 2).await;
-    let is: Vec<i64> = h.sink.data().iter().map(|d| d["i"].as_i64().unwrap()).collect();
+    let is: Vec<i64> = h
+        .sink
+        .data()
+        .iter()
+        .map(|d| d["i"].as_i64().unwrap())
+        .collect();
     assert!(is.contains(&1), "{is:?}");
     assert!(h.status("devices").reconnects >= 1);
 }
