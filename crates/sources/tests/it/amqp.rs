@@ -6,18 +6,15 @@
 //! uses its own queue and source id.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use estafeta_core::{Event, EventId};
-use estafeta_sources::{EventSink, SinkError, SourceState, Sources};
+use estafeta_sources::{EventSink, SourceState};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::Semaphore;
 
-use crate::harness::Harness;
+use crate::harness::{Gated, Harness, start_with_sink};
 
 fn url() -> String {
     std::env::var("ESTAFETA_AMQP_URL")
@@ -171,26 +168,6 @@ async fn messages_become_events_undecodable_ones_failed_records_and_the_queue_dr
     rabbit.delete().await;
 }
 
-/// A sink that stores nothing until the test lets appends through.
-struct Gated {
-    gate: Semaphore,
-    events: Mutex<Vec<Event>>,
-}
-
-#[async_trait]
-impl EventSink for Gated {
-    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
-        self.gate.acquire().await.unwrap().forget();
-        let ids = events.iter().map(|e| e.id).collect();
-        self.events.lock().unwrap().extend(events);
-        Ok(ids)
-    }
-
-    async fn append_new(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
-        self.append(events).await
-    }
-}
-
 #[tokio::test]
 async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bounds_them() {
     let queue = format!("estafeta.test.{}", unique());
@@ -205,31 +182,8 @@ async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bound
             .await;
     }
     let yaml = config("gated", &queue, "    prefetch: 5\n");
-    let cfg =
-        estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn estafeta_store::Store> = Arc::new(
-        estafeta_store::SqliteStore::open(estafeta_store::SqliteOptions::new(
-            dir.path().join("t.db"),
-        ))
-        .await
-        .unwrap(),
-    );
-    let vault = estafeta_store::vault::Vault::new(
-        Arc::clone(&store),
-        estafeta_store::vault::MasterKey::generate(),
-    );
-    let sink = Arc::new(Gated {
-        gate: Semaphore::new(0),
-        events: Mutex::new(Vec::new()),
-    });
-    let sources = Sources::start(
-        &cfg.sources,
-        Arc::clone(&sink) as Arc<dyn EventSink>,
-        store,
-        &vault.credentials(),
-    );
+    let sink = Gated::closed();
+    let (sources, _dir) = start_with_sink(&yaml, Arc::clone(&sink) as Arc<dyn EventSink>).await;
 
     // The store holds the appends: the broker hands over `prefetch` messages and no more.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -245,11 +199,11 @@ async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bound
         assert_eq!(rabbit.ready().await, 15, "acknowledged before being stored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(sink.events.lock().unwrap().is_empty());
+    assert_eq!(sink.stored(), 0);
 
-    sink.gate.add_permits(1000);
+    sink.open(1000);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while sink.events.lock().unwrap().len() < 20 {
+    while sink.stored() < 20 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "stored messages were not acknowledged"
@@ -272,9 +226,7 @@ async fn messages_are_acknowledged_only_after_they_are_stored_and_prefetch_bound
         "every stored message was acknowledged"
     );
     let is: Vec<i64> = sink
-        .events
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .map(|e| e.data.as_ref().unwrap()["i"].as_i64().unwrap())
         .collect();

@@ -119,3 +119,71 @@ impl Harness {
         }
     }
 }
+
+/// A sink that stores nothing until the test lets appends through with [`Gated::open`].
+pub(crate) struct Gated {
+    gate: tokio::sync::Semaphore,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Gated {
+    /// A sink that holds every append.
+    pub(crate) fn closed() -> Arc<Self> {
+        Arc::new(Self {
+            gate: tokio::sync::Semaphore::new(0),
+            events: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Lets `appends` more appends through.
+    pub(crate) fn open(&self, appends: usize) {
+        self.gate.add_permits(appends);
+    }
+
+    /// How many events are stored so far.
+    pub(crate) fn stored(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
+    /// The events stored so far.
+    pub(crate) fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl EventSink for Gated {
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
+        self.gate.acquire().await.unwrap().forget();
+        let ids = events.iter().map(|e| e.id).collect();
+        self.events.lock().unwrap().extend(events);
+        Ok(ids)
+    }
+
+    async fn append_new(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
+        self.append(events).await
+    }
+}
+
+/// Starts the sources of a config's `sources:` section over `sink`, with a throw-away store
+/// (kept while the returned directory lives).
+pub(crate) async fn start_with_sink(
+    yaml: &str,
+    sink: Arc<dyn EventSink>,
+) -> (Sources, tempfile::TempDir) {
+    let config = estafeta_config::load_str(
+        yaml,
+        "test.yaml",
+        &estafeta_config::ProcessLookup::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(SqliteOptions::new(dir.path().join("t.db")))
+            .await
+            .unwrap(),
+    );
+    let vault = Vault::new(Arc::clone(&store), MasterKey::generate());
+    let sources = Sources::start(&config.sources, sink, store, &vault.credentials());
+    (sources, dir)
+}

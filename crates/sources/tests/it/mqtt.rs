@@ -10,11 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use estafeta_config::mqtt_destination::broker_address;
 use estafeta_core::{Event, EventId};
-use estafeta_sources::{EventSink, SinkError, SourceState, Sources};
+use estafeta_sources::{EventSink, SinkError, SourceState};
 use estafeta_testkit::Mosquitto;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 
-use crate::harness::Harness;
+use crate::harness::{Harness, start_with_sink};
 
 fn url() -> String {
     std::env::var("ESTAFETA_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
@@ -259,29 +259,9 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
     let base = unique();
     let client_id = unique();
     let yaml = config(&url(), &client_id, &[format!("{base}/#")], "");
-    let cfg =
-        estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn estafeta_store::Store> = Arc::new(
-        estafeta_store::SqliteStore::open(estafeta_store::SqliteOptions::new(
-            dir.path().join("t.db"),
-        ))
-        .await
-        .unwrap(),
-    );
-    let vault = estafeta_store::vault::Vault::new(
-        Arc::clone(&store),
-        estafeta_store::vault::MasterKey::generate(),
-    );
     let sink = Arc::new(Flaky::default());
     sink.failing.store(true, Ordering::SeqCst);
-    let sources = Sources::start(
-        &cfg.sources,
-        Arc::clone(&sink) as Arc<dyn EventSink>,
-        store,
-        &vault.credentials(),
-    );
+    let (sources, _dir) = start_with_sink(&yaml, Arc::clone(&sink) as Arc<dyn EventSink>).await;
     let board = sources.board().clone();
     wait("running", &|| {
         board.get("devices").unwrap().state == SourceState::Running

@@ -2,17 +2,14 @@
 //! default `nats://127.0.0.1:4222`) for decoding and acknowledgement, and a server of the
 //! test's own for a kill -9 of the broker. Each test makes its own stream.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use async_trait::async_trait;
-use estafeta_core::{Event, EventId};
-use estafeta_sources::{EventSink, SinkError, SourceState, Sources};
+use estafeta_sources::{EventSink, SourceState};
 use estafeta_testkit::NatsServer;
-use tokio::sync::Semaphore;
 
-use crate::harness::Harness;
+use crate::harness::{Gated, Harness, start_with_sink};
 
 fn url() -> String {
     std::env::var("ESTAFETA_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -114,26 +111,6 @@ async fn every_format_becomes_an_event_and_bad_messages_are_failed_records() {
     assert_eq!(ack_state(&js, &prefix).await, (4, 0));
 }
 
-/// A sink that stores nothing until the test lets appends through.
-struct Gated {
-    gate: Semaphore,
-    events: Mutex<Vec<Event>>,
-}
-
-#[async_trait]
-impl EventSink for Gated {
-    async fn append(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
-        self.gate.acquire().await.unwrap().forget();
-        let ids = events.iter().map(|e| e.id).collect();
-        self.events.lock().unwrap().extend(events);
-        Ok(ids)
-    }
-
-    async fn append_new(&self, events: Vec<Event>) -> Result<Vec<EventId>, SinkError> {
-        self.append(events).await
-    }
-}
-
 #[tokio::test]
 async fn messages_are_acknowledged_only_after_they_are_stored() {
     let prefix = unique();
@@ -147,31 +124,8 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
         .await;
     }
     let yaml = config(&url(), &prefix, "    batch_size: 100\n").replace("    batch_size: 50\n", "");
-    let cfg =
-        estafeta_config::load_str(&yaml, "t.yaml", &estafeta_config::ProcessLookup::default())
-            .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn estafeta_store::Store> = Arc::new(
-        estafeta_store::SqliteStore::open(estafeta_store::SqliteOptions::new(
-            dir.path().join("t.db"),
-        ))
-        .await
-        .unwrap(),
-    );
-    let vault = estafeta_store::vault::Vault::new(
-        Arc::clone(&store),
-        estafeta_store::vault::MasterKey::generate(),
-    );
-    let sink = Arc::new(Gated {
-        gate: Semaphore::new(0),
-        events: Mutex::new(Vec::new()),
-    });
-    let sources = Sources::start(
-        &cfg.sources,
-        Arc::clone(&sink) as Arc<dyn EventSink>,
-        store,
-        &vault.credentials(),
-    );
+    let sink = Gated::closed();
+    let (sources, _dir) = start_with_sink(&yaml, Arc::clone(&sink) as Arc<dyn EventSink>).await;
 
     // Handed over but held by the store: nothing acknowledged.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -187,7 +141,7 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sink.gate.add_permits(100);
+    sink.open(100);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while ack_state(&js, &prefix).await != (20, 0) {
         assert!(
@@ -196,7 +150,7 @@ async fn messages_are_acknowledged_only_after_they_are_stored() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(sink.events.lock().unwrap().len(), 20);
+    assert_eq!(sink.stored(), 20);
     sources.shutdown(Duration::from_secs(10)).await;
 }
 
