@@ -60,7 +60,7 @@ impl Tansu {
         };
         let mut last_log = String::new();
         for _ in 0..3 {
-            let port = free_port();
+            let port = crate::local::free_port();
             let log = std::env::temp_dir()
                 .join(format!("estafeta-tansu-{}-{port}.log", std::process::id()));
             let mut tansu = Self {
@@ -215,12 +215,4 @@ fn program() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("tansu"))
         .find(|p| p.is_file())
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

@@ -40,7 +40,7 @@ impl Mosquitto {
         let mut broker = Self {
             program,
             dir,
-            port: free_port(),
+            port: crate::local::free_port(),
             child: None,
         };
         broker.restart().await;
@@ -159,11 +159,4 @@ fn program() -> Option<PathBuf> {
         let sbin = Path::new("/usr/sbin/mosquitto");
         sbin.is_file().then(|| sbin.to_path_buf())
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
