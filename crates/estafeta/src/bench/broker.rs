@@ -3,7 +3,16 @@
 //! reading the input with its source, storing every message durably in its log and
 //! publishing it to an output the broker acknowledges — and its rendering.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
 use serde::Serialize;
+
+use super::BenchArgs;
+use super::cdc::rate;
+use super::server::{ServerProcess, ServerSpec};
 
 /// One broker scenario's figures.
 #[derive(Debug, Serialize)]
@@ -84,4 +93,76 @@ pub(super) fn render(r: &BrokerReport, markdown: bool) -> String {
 /// A JSON message of about `pad` bytes carrying its sequence number.
 pub(super) fn payload(seq: u64, pad: &str) -> Vec<u8> {
     format!("{{\"seq\":{seq},\"pad\":\"{pad}\"}}").into_bytes()
+}
+
+/// The baseline rates measured with the broker's own clients.
+pub(super) struct Baseline {
+    pub(super) broker: &'static str,
+    pub(super) messages: u64,
+    pub(super) producer_per_sec: f64,
+    pub(super) consumer_per_sec: f64,
+    pub(super) goal_per_sec: f64,
+}
+
+/// Starts Estafeta with `source_yaml` (id `pg`) routed to `destination_yaml` (id
+/// `bench-receiver`), waits until `output()` counts every message (10 minutes at most), and
+/// reports against `base`.
+pub(super) async fn run_estafeta<F, Fut>(
+    args: &BenchArgs,
+    binary: PathBuf,
+    source_yaml: String,
+    destination_yaml: String,
+    base: Baseline,
+    mut output: F,
+) -> anyhow::Result<BrokerReport>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let mut spec = ServerSpec::with_source(
+        args,
+        binary,
+        format!("bench-{}", rand::random::<u64>()),
+        String::new(),
+        source_yaml,
+        true,
+    );
+    spec.destination_yaml = Some(destination_yaml);
+    let server = ServerProcess::spawn(&spec).await?;
+    let start = Instant::now();
+    let cpu_before = server.cpu_time();
+    let deadline = start + Duration::from_secs(600);
+    let mut done = None;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        seen = output().await?;
+        if seen >= base.messages {
+            done = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = cpu_before.and_then(|b| server.cpu_time().map(|a| a.saturating_sub(b)));
+    let peak = server.peak_rss();
+    server.stop().await?;
+    let Some(elapsed) = done else {
+        bail!(
+            "the output held {seen} of {} messages after 10 minutes",
+            base.messages
+        );
+    };
+    let estafeta = rate(base.messages, elapsed.as_secs_f64());
+    Ok(BrokerReport {
+        broker: base.broker,
+        messages: base.messages,
+        payload_bytes: args.payload_bytes,
+        producer_per_sec: base.producer_per_sec,
+        consumer_per_sec: base.consumer_per_sec,
+        estafeta_per_sec: estafeta,
+        output_messages: seen,
+        server_cpu_seconds: cpu.map(|d| d.as_secs_f64()),
+        server_peak_rss_bytes: peak,
+        goal_per_sec: base.goal_per_sec,
+        target_met: estafeta >= base.goal_per_sec,
+    })
 }

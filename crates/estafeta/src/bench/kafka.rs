@@ -18,10 +18,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer}
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::BenchArgs;
-use super::broker::{BrokerReport, payload, render};
+use super::broker::{Baseline, BrokerReport, payload, render, run_estafeta};
 use super::cdc::rate;
 use super::procfs;
-use super::server::{ServerProcess, ServerSpec};
 
 /// The target: messages per second Kafka to Kafka with durability on.
 const GOAL: f64 = 50_000.0;
@@ -111,10 +110,10 @@ async fn measure(
                 }
             }
         }
-        if pending.len() >= WINDOW {
-            if let Some(oldest) = pending.pop_front() {
-                acked(oldest).await?;
-            }
+        if pending.len() >= WINDOW
+            && let Some(oldest) = pending.pop_front()
+        {
+            acked(oldest).await?;
         }
     }
     for delivery in pending {
@@ -152,61 +151,29 @@ async fn measure(
     let source_yaml = format!(
         "  - id: pg\n    kind: kafka\n    brokers: {quoted}\n    topics: [{input}]\n    group_id: estafeta-{input}\n    start: earliest\n    batch_size: 2000\n"
     );
-    let mut spec = ServerSpec::with_source(
-        args,
-        binary,
-        format!("bench-{}", rand::random::<u64>()),
-        String::new(),
-        source_yaml,
-        true,
-    );
-    spec.destination_yaml = Some(format!(
+    let destination_yaml = format!(
         "  - id: bench-receiver\n    kind: kafka\n    brokers: {quoted}\n    topic: {output}\n    concurrency: {}\n    batch: {{ max_events: 1000, max_wait: 5ms }}\n",
         args.dest_concurrency
-    ));
-    let server = ServerProcess::spawn(&spec).await?;
-    let start = Instant::now();
-    let cpu_before = server.cpu_time();
+    );
     let watcher: BaseConsumer = client(brokers)
         .create()
         .context("creating the watermark client")?;
-    let deadline = start + Duration::from_secs(600);
-    let mut done = None;
-    let mut seen = 0;
-    while Instant::now() < deadline {
-        seen = 0;
-        for p in 0..PARTITIONS {
-            let (_, high) = watcher
-                .fetch_watermarks(output, p, Duration::from_secs(5))
-                .context("reading the output's watermarks")?;
-            seen += u64::try_from(high).unwrap_or(0);
-        }
-        if seen >= n {
-            done = Some(start.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cpu = cpu_before.and_then(|b| server.cpu_time().map(|a| a.saturating_sub(b)));
-    let peak = server.peak_rss();
-    server.stop().await?;
-    let Some(elapsed) = done else {
-        bail!("the output topic held {seen} of {n} messages after 10 minutes");
-    };
-    let estafeta = rate(n, elapsed.as_secs_f64());
-    Ok(BrokerReport {
+    let base = Baseline {
         broker: "kafka",
         messages: n,
-        payload_bytes: args.payload_bytes,
         producer_per_sec: producer_rate,
         consumer_per_sec: consumer_rate,
-        estafeta_per_sec: estafeta,
-        output_messages: seen,
-        server_cpu_seconds: cpu.map(|d| d.as_secs_f64()),
-        server_peak_rss_bytes: peak,
         goal_per_sec: GOAL,
-        target_met: estafeta >= GOAL,
+    };
+    run_estafeta(args, binary, source_yaml, destination_yaml, base, || {
+        let counted = (0..PARTITIONS).try_fold(0_u64, |sum, p| {
+            watcher
+                .fetch_watermarks(output, p, Duration::from_secs(5))
+                .map(|(_, high)| sum + u64::try_from(high).unwrap_or(0))
+        });
+        async move { counted.context("reading the output's watermarks") }
     })
+    .await
 }
 
 async fn acked(delivery: rdkafka::producer::DeliveryFuture) -> anyhow::Result<()> {

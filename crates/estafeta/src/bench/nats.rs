@@ -15,10 +15,9 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt as _;
 
 use super::BenchArgs;
-use super::broker::{BrokerReport, payload, render};
+use super::broker::{Baseline, BrokerReport, payload, render, run_estafeta};
 use super::cdc::rate;
 use super::procfs;
-use super::server::{ServerProcess, ServerSpec};
 
 /// The target: messages per second NATS to NATS with durability on.
 const GOAL: f64 = 20_000.0;
@@ -73,11 +72,11 @@ async fn measure(
     let start = Instant::now();
     let mut acks = VecDeque::with_capacity(WINDOW);
     for seq in 0..n {
-        if acks.len() == WINDOW {
-            if let Some(ack) = acks.pop_front() {
-                let ack: jetstream::context::PublishAckFuture = ack;
-                ack.await.context("a publish was not acknowledged")?;
-            }
+        if acks.len() == WINDOW
+            && let Some(ack) = acks.pop_front()
+        {
+            let ack: jetstream::context::PublishAckFuture = ack;
+            ack.await.context("a publish was not acknowledged")?;
         }
         acks.push_back(
             js.publish(format!("bench_in_{tag}.m"), payload(seq, pad).into())
@@ -131,57 +130,28 @@ async fn measure(
     let source_yaml = format!(
         "  - id: pg\n    kind: nats\n    url: {url}\n    stream: {input}\n    consumer: estafeta\n    batch_size: 1000\n    max_ack_pending: 20000\n"
     );
-    let mut spec = ServerSpec::with_source(
-        args,
-        binary,
-        format!("bench-{}", rand::random::<u64>()),
-        String::new(),
-        source_yaml,
-        true,
-    );
-    spec.destination_yaml = Some(format!(
+    let destination_yaml = format!(
         "  - id: bench-receiver\n    kind: nats\n    url: {url}\n    subject: bench_out_{tag}.m\n    concurrency: {}\n    batch: {{ max_events: 500, max_wait: 5ms }}\n",
         args.dest_concurrency
-    ));
-    let server = ServerProcess::spawn(&spec).await?;
-    let start = Instant::now();
-    let cpu_before = server.cpu_time();
+    );
     let out = js.get_stream(&output).await.context("the output stream")?;
-    let deadline = start + Duration::from_secs(600);
-    let mut done = None;
-    let mut seen = 0;
-    while Instant::now() < deadline {
-        let mut out = out.clone();
-        seen = out
-            .info()
-            .await
-            .context("reading the output stream")?
-            .state
-            .messages;
-        if seen >= n {
-            done = Some(start.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let cpu = cpu_before.and_then(|b| server.cpu_time().map(|a| a.saturating_sub(b)));
-    let peak = server.peak_rss();
-    server.stop().await?;
-    let Some(elapsed) = done else {
-        bail!("the output stream held {seen} of {n} messages after 10 minutes");
-    };
-    let estafeta = rate(n, elapsed.as_secs_f64());
-    Ok(BrokerReport {
+    let base = Baseline {
         broker: "nats",
         messages: n,
-        payload_bytes: args.payload_bytes,
         producer_per_sec: producer,
         consumer_per_sec: consumer_rate,
-        estafeta_per_sec: estafeta,
-        output_messages: seen,
-        server_cpu_seconds: cpu.map(|d| d.as_secs_f64()),
-        server_peak_rss_bytes: peak,
         goal_per_sec: GOAL,
-        target_met: estafeta >= GOAL,
+    };
+    run_estafeta(args, binary, source_yaml, destination_yaml, base, || {
+        let mut out = out.clone();
+        async move {
+            Ok(out
+                .info()
+                .await
+                .context("reading the output stream")?
+                .state
+                .messages)
+        }
     })
+    .await
 }
