@@ -6,16 +6,16 @@
 
 pub mod amqp_destination;
 pub mod amqp_source;
+pub mod broker_source;
 pub mod chat_destination;
 pub mod duration;
-pub mod model;
 pub mod kafka_connection;
 pub mod kafka_destination;
 pub mod kafka_source;
+pub mod model;
 pub mod mqtt_destination;
 pub mod mqtt_source;
 pub mod mysql_source;
-pub mod broker_source;
 pub mod nats_destination;
 pub mod nats_source;
 pub mod ntfy_destination;

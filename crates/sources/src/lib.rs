@@ -4,13 +4,13 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod amqp;
+pub mod broker;
 mod kafka;
 pub mod mqtt;
 pub mod mysql;
-mod amqp;
 mod nats;
 pub mod outbox;
-pub mod broker;
 mod pipeline;
 pub mod postgres;
 pub mod provider;

@@ -6,12 +6,12 @@
 //! behind a bearer token that can be slowed, taken down or stopped; a throw-away PostgreSQL
 //! database per test; a real S3-compatible server (moto) per test.
 
-mod local;
 pub mod kafka;
+mod local;
 pub mod lookup_api;
+pub mod mosquitto;
 pub mod moto;
 pub mod nats_server;
-pub mod mosquitto;
 pub mod ntfy;
 pub mod partner_api;
 pub mod postgres;
@@ -22,9 +22,9 @@ mod webhook_receiver;
 
 pub use kafka::Tansu;
 pub use lookup_api::{LookupApi, LookupApiBuilder, LookupRecord, LookupRequest};
+pub use mosquitto::Mosquitto;
 pub use moto::Moto;
 pub use nats_server::NatsServer;
-pub use mosquitto::Mosquitto;
 pub use ntfy::{FakeNtfy, NtfyBuilder, NtfyMessage, NtfyRequest};
 pub use partner_api::{PartnerApi, PartnerApiBuilder, PartnerRequest};
 pub use telegram::{FakeTelegram, TelegramMessage, TelegramRequest};

@@ -185,7 +185,9 @@ fn examples_in_the_repository_validate() {
                         n if n.starts_with("NATS") => "nats://nats.example:4222".into(),
                         n if n.starts_with("MQTT") => "mqtt://broker.example:1883".into(),
                         n if n.ends_with("CHAT_ID") => "-1001234567890".into(),
-                        n if n.starts_with("AMQP") => "amqp://app:pw@rabbit.example:5672/%2f".into(),
+                        n if n.starts_with("AMQP") => {
+                            "amqp://app:pw@rabbit.example:5672/%2f".into()
+                        }
                         _ => "https://example.org/hook".into(),
                     })
                 }

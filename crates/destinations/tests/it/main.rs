@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod kafka;
 mod amqp;
+mod kafka;
 mod lookup;
 mod mqtt;
 mod nats;

@@ -15,9 +15,9 @@ mod cdc;
 mod clock;
 mod enrich;
 mod http1;
+mod kafka;
 mod load;
 mod lookup;
-mod kafka;
 mod nats;
 mod outbox;
 mod probe;
@@ -150,7 +150,11 @@ pub(crate) struct BenchArgs {
     nats_url: String,
     /// Kafka brokers for `--scenario kafka` (the bench creates and deletes two topics named
     /// `bench-in-…` and `bench-out-…`).
-    #[arg(long, env = "ESTAFETA_BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "ESTAFETA_BENCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     kafka_brokers: String,
     /// `--scenario enrich`: how long the bench's look-up API waits before each answer.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
@@ -275,9 +279,9 @@ fn steps(args: &BenchArgs) -> Vec<Step> {
         Some(ScenarioName::Batch100Batched) => vec![batched()],
         Some(ScenarioName::Steady2k) => vec![steady()],
         Some(ScenarioName::Idle) => vec![Step::Idle],
-        Some(ScenarioName::Cdc | ScenarioName::Outbox | ScenarioName::Nats | ScenarioName::Kafka) => {
-            Vec::new()
-        }
+        Some(
+            ScenarioName::Cdc | ScenarioName::Outbox | ScenarioName::Nats | ScenarioName::Kafka,
+        ) => Vec::new(),
         Some(ScenarioName::Enrich) => enrich::plans(args).into_iter().map(Step::Load).collect(),
         Some(ScenarioName::All) => vec![Step::Idle, single(), batch100(), batched(), steady()],
     }
