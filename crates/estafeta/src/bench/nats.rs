@@ -141,6 +141,7 @@ async fn measure(
         producer_per_sec: producer,
         consumer_per_sec: consumer_rate,
         goal_per_sec: GOAL,
+        from_first_output: false,
     };
     run_estafeta(args, binary, source_yaml, destination_yaml, base, || {
         let mut out = out.clone();
