@@ -18,6 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::BenchArgs;
 use super::broker::{Baseline, BrokerReport, payload, render, run_estafeta};
@@ -162,14 +163,20 @@ async fn measure(
         "  - id: bench-receiver\n    kind: kafka\n    brokers: {quoted}\n    topic: {output}\n    concurrency: {}\n    batch: {{ max_events: 1000, max_wait: 5ms }}\n",
         args.dest_concurrency
     );
-    // The output is counted by reading it, as its consumers would.
+    // The output is counted by reading it, as its consumers would; its partitions are
+    // assigned (no group to join), so counting starts at once.
     let reader: StreamConsumer = client(brokers)
         .set("group.id", format!("bench-output-{output}"))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
         .create()
         .context("creating the output reader")?;
-    reader.subscribe(&[output]).context("subscribing")?;
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        partitions
+            .add_partition_offset(output, p, Offset::Beginning)
+            .context("listing the output's partitions")?;
+    }
+    reader.assign(&partitions).context("assigning the output")?;
     let read = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&read);
     let reading = tokio::spawn(async move {
