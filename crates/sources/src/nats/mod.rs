@@ -33,6 +33,8 @@ use crate::supervisor::{Failure, Supervisor, error_chain};
 
 /// Appends in flight at once.
 const MAX_APPENDS_IN_FLIGHT: usize = 4;
+/// Longest wait for the connection to drain at the end of a session.
+const DRAIN: Duration = Duration::from_secs(5);
 /// How often the server sends heartbeats on an idle pull.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -165,7 +167,7 @@ impl NatsSource {
         self.board
             .update(&self.id, |st| st.state = SourceState::Starting);
         let client = self.connect().await?;
-        let consumer = self.consumer(client).await?;
+        let consumer = self.consumer(client.clone()).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(s.batch_size as usize)
@@ -225,6 +227,17 @@ impl NatsSource {
             let stored = appender.next().await.map_err(NatsSourceError::Sink)?;
             self.acknowledge(stored.count, stored.position.unwrap_or_default())
                 .await?;
+        }
+        // Unsubscribe, flush the acknowledgements and close before the next session or a
+        // restart: a pull request left open on a connection still closing would take
+        // messages that then wait `ack_wait` to be delivered again.
+        drop(messages);
+        match tokio::time::timeout(DRAIN, client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(source_id = %self.id, error = %e, "nats connection not drained");
+            }
+            Err(_) => tracing::debug!(source_id = %self.id, "nats connection not drained in time"),
         }
         result
     }
