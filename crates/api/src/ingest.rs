@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use estafeta_core::event::parse_cloudevent;
+use estafeta_core::matcher::SYSTEM_PREFIX;
 use estafeta_engine::Incoming;
 use estafeta_store::AppendOutcome;
 use futures::StreamExt as _;
@@ -152,6 +153,18 @@ pub(crate) async fn post_events(
             let e = if is_batch { e.in_batch(i) } else { e };
             Problem::bad_request(format!("invalid CloudEvent: {}", e.message)).field(e.field)
         })?;
+        if event.ty.starts_with(SYSTEM_PREFIX) {
+            let field = if is_batch {
+                format!("[{i}].type")
+            } else {
+                "type".to_owned()
+            };
+            return Err(Problem::bad_request(format!(
+                "invalid CloudEvent: type `{}` is in the `{SYSTEM_PREFIX}` namespace, which is reserved for events Estafeta itself emits",
+                event.ty
+            ))
+            .field(field));
+        }
         let dedupe_key = match &idem {
             Some(k) if n == 1 => format!("idem:{k}"),
             Some(k) => format!("idem:{k}:{i}"),

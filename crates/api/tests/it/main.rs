@@ -189,6 +189,21 @@ async fn problems_name_the_field_and_limits_hold() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+    // Estafeta's own event types cannot be posted (a client could fake failed records).
+    let (status, p) = call(
+        &st,
+        req(
+            "POST",
+            "/v1/events",
+            Some("application/cloudevents-batch+json"),
+            r#"[{"specversion":"1.0","id":"a","source":"s","type":"order.created"},
+                {"specversion":"1.0","id":"b","source":"s","type":"estafeta.message.undecodable"}]"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{p}");
+    assert_eq!(p["field"], "[1].type");
+    assert!(p["detail"].as_str().unwrap().contains("reserved"), "{p}");
 }
 
 #[tokio::test]
