@@ -109,6 +109,31 @@ impl<'a> Supervisor<'a> {
     }
 }
 
+/// Runs `session` again and again under the retry policy of source `id`: until a session
+/// ends cleanly (cancelled, or its work done), the source is cancelled, or a failure is fatal.
+pub(crate) async fn supervise<F, Fut>(
+    id: &str,
+    board: &StatusBoard,
+    cancel: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let mut sup = Supervisor::new(id, board, cancel);
+    while sup.begin() {
+        match session().await {
+            Ok(()) => break,
+            Err(failure) => {
+                if !sup.failed(failure).await {
+                    break;
+                }
+            }
+        }
+    }
+    sup.stopped();
+}
+
 /// An error with its causes, `outer: inner: …` (causes already in the text are skipped), for
 /// logs and the status board.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -30,7 +30,7 @@ use self::client::{KafkaConsumer, Offsets};
 use crate::broker::{Decoder, Message, report_lag};
 use crate::pipeline::Appender;
 use crate::status::SourceState;
-use crate::supervisor::{Failure, Supervisor, error_chain};
+use crate::supervisor::{Failure, error_chain, supervise};
 
 /// Appends in flight at once.
 const IN_FLIGHT: usize = 4;
@@ -42,18 +42,11 @@ pub(crate) type KafkaSource = crate::Source<KafkaSourceSettings>;
 impl KafkaSource {
     pub(crate) async fn run(self) {
         let decoder = Decoder::new(&self.id, "kafka", &self.settings.decode, self.board.clone());
-        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
-        while sup.begin() {
-            match self.session(&decoder).await {
-                Ok(()) => break,
-                Err(failure) => {
-                    if !sup.failed(failure).await {
-                        break;
-                    }
-                }
-            }
-        }
-        sup.stopped();
+        let (this, decoder) = (&self, &decoder);
+        supervise(&self.id, &self.board, &self.cancel, || {
+            this.session(decoder)
+        })
+        .await;
     }
 
     /// One consumer, from joining the group until cancellation or a lost cluster.

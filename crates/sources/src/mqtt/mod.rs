@@ -26,7 +26,7 @@ use estafeta_config::mqtt_source::MqttSourceSettings;
 
 use crate::broker::Decoder;
 use crate::sink::SinkError;
-use crate::supervisor::{Failure, Supervisor};
+use crate::supervisor::{Failure, supervise};
 
 /// Metric names of this source (documented in `docs/sources/mqtt.md`).
 pub mod metrics {
@@ -80,17 +80,16 @@ impl MqttSource {
     /// again every minute after a refusal (see [`Supervisor`]).
     pub(crate) async fn run(self) {
         let decoder = Decoder::new(&self.id, "mqtt", &self.settings.decode, self.board.clone());
-        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
-        while sup.begin() {
-            let failure = match session::run(&self, &decoder).await {
-                Ok(()) => break,
-                Err(e) if e.needs_a_person() => Failure::Setup(e.report()),
-                Err(e) => Failure::Transient(e.report()),
-            };
-            if !sup.failed(failure).await {
-                break;
-            }
-        }
-        sup.stopped();
+        let (this, decoder) = (&self, &decoder);
+        supervise(&self.id, &self.board, &self.cancel, || async move {
+            session::run(this, decoder).await.map_err(|e| {
+                if e.needs_a_person() {
+                    Failure::Setup(e.report())
+                } else {
+                    Failure::Transient(e.report())
+                }
+            })
+        })
+        .await;
     }
 }

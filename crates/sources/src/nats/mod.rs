@@ -29,7 +29,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use crate::broker::{Decoder, Message, report_lag};
 use crate::pipeline::Appender;
 use crate::status::{SourceState, StatusBoard};
-use crate::supervisor::{Failure, Supervisor, error_chain};
+use crate::supervisor::{Failure, error_chain, supervise};
 
 /// Appends in flight at once.
 const MAX_APPENDS_IN_FLIGHT: usize = 4;
@@ -78,17 +78,11 @@ pub(crate) type NatsSource = crate::Source<NatsSourceSettings>;
 impl NatsSource {
     /// Runs until cancelled, starting a new session with backoff after a failure.
     pub(crate) async fn run(self) {
-        let mut sup = Supervisor::new(&self.id, &self.board, &self.cancel);
-        while sup.begin() {
-            let failure = match self.session().await {
-                Ok(()) => break,
-                Err(e) => e.failure(),
-            };
-            if !sup.failed(failure).await {
-                break;
-            }
-        }
-        sup.stopped();
+        let this = &self;
+        supervise(&self.id, &self.board, &self.cancel, || async move {
+            this.session().await.map_err(|e| e.failure())
+        })
+        .await;
     }
 
     async fn connect(&self) -> Result<async_nats::Client, NatsSourceError> {
