@@ -26,15 +26,14 @@ async fn routed_events_land_in_a_jetstream_stream() {
             .as_nanos()
     );
     let js = jetstream::new(async_nats::connect(url()).await.unwrap());
-    let stream = js
-        .create_stream(stream::Config {
-            name: prefix.to_uppercase(),
-            subjects: vec![format!("{prefix}.>")],
-            storage: stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    js.create_stream(stream::Config {
+        name: prefix.to_uppercase(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
@@ -71,24 +70,7 @@ destinations:
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .collect();
 
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(10)
-        .expires(Duration::from_secs(1))
-        .messages()
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while let Some(m) = batch.next().await {
-        got.push(m.unwrap());
-    }
+    let got = read_stream(&js, &prefix.to_uppercase()).await;
     assert_eq!(got.len(), 3);
     let mut subjects: Vec<String> = got.iter().map(|m| m.subject.to_string()).collect();
     subjects.sort();
@@ -111,9 +93,8 @@ destinations:
     s.terminate().await;
 }
 
-/// Every `seq` in the output stream's messages (duplicates kept), read without a consumer
-/// of the source's.
-async fn output_seqs(js: &jetstream::Context, name: &str) -> Vec<u64> {
+/// Every message in stream `name`, read by an ephemeral consumer without acknowledgements.
+async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<jetstream::Message> {
     let stream = js.get_stream(name).await.unwrap();
     let consumer = stream
         .create_consumer(consumer::pull::Config {
@@ -122,19 +103,30 @@ async fn output_seqs(js: &jetstream::Context, name: &str) -> Vec<u64> {
         })
         .await
         .unwrap();
-    let mut seqs = Vec::new();
     let mut msgs = consumer
         .fetch()
         .max_messages(10_000)
-        .expires(Duration::from_secs(1))
+        .expires(Duration::from_millis(500))
         .messages()
         .await
         .unwrap();
+    let mut out = Vec::new();
     while let Some(m) = msgs.next().await {
-        let body: serde_json::Value = serde_json::from_slice(&m.unwrap().payload).unwrap();
-        seqs.push(body["data"]["seq"].as_u64().unwrap());
+        out.push(m.unwrap());
     }
-    seqs
+    out
+}
+
+/// Every `seq` in the output stream's messages (duplicates kept).
+async fn output_seqs(js: &jetstream::Context, name: &str) -> Vec<u64> {
+    read_stream(js, name)
+        .await
+        .iter()
+        .map(|m| {
+            let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            body["data"]["seq"].as_u64().unwrap()
+        })
+        .collect()
 }
 
 /// Events of source `id` in the log, counted page by page.
@@ -357,24 +349,9 @@ async fn the_nats_orders_example_runs_as_documented() {
 
 /// The subjects of the messages in stream `name`.
 async fn output_audit(js: &jetstream::Context, name: &str) -> Vec<String> {
-    let stream = js.get_stream(name).await.unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    read_stream(js, name)
         .await
-        .unwrap();
-    let mut msgs = consumer
-        .fetch()
-        .max_messages(100)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await
-        .unwrap();
-    let mut subjects = Vec::new();
-    while let Some(m) = msgs.next().await {
-        subjects.push(m.unwrap().subject.to_string());
-    }
-    subjects
+        .iter()
+        .map(|m| m.subject.to_string())
+        .collect()
 }
