@@ -4,7 +4,9 @@
 //! and record what they accept; an SMTP server that authenticates, answers scripted
 //! refusals and records (and parses) the messages it takes; a "person records" look-up API
 //! behind a bearer token that can be slowed, taken down or stopped; a throw-away PostgreSQL
-//! database per test; a real S3-compatible server (moto) per test.
+//! database per test; a real S3-compatible server (moto) per test; brokers of a test's own that it
+//! can kill and restart (tansu for Kafka, nats-server, Mosquitto) and a way to close one test's
+//! RabbitMQ connections.
 
 pub mod kafka;
 mod local;
@@ -15,6 +17,7 @@ pub mod nats_server;
 pub mod ntfy;
 pub mod partner_api;
 pub mod postgres;
+pub mod rabbitmq;
 mod signature;
 pub mod smtp;
 pub mod telegram;

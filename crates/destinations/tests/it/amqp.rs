@@ -314,39 +314,6 @@ async fn a_negative_confirm_from_a_full_queue_is_retryable() {
     assert!(err.to_string().contains("negative confirm"), "{err}");
 }
 
-/// Closes, through `rabbitmqctl`, the connections named `name`; `None` without `rabbitmqctl`.
-async fn close_connections_named(name: &str) -> Option<usize> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_connections",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .await
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let needle = format!("{{\"connection_name\",\"{name}\"}}");
-    let mut closed = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.contains(&needle) {
-            let pid = line.split_whitespace().next()?;
-            let status = tokio::process::Command::new("rabbitmqctl")
-                .args(["-q", "close_connection", pid, "closed by an estafeta test"])
-                .status()
-                .await
-                .ok()?;
-            assert!(status.success(), "close_connection {pid} failed");
-            closed += 1;
-        }
-    }
-    Some(closed)
-}
-
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_is_opened_again_on_the_next_send() {
     let queue = format!("estafeta.test.{}", unique());
@@ -366,7 +333,11 @@ async fn a_connection_closed_by_the_broker_is_opened_again_on_the_next_send() {
     s.id = format!("rabbit-{}", unique());
     let dest = Amqp::new(&s).unwrap();
     dest.send(&msg(DeliveryId::new())).await.unwrap();
-    let Some(closed) = close_connections_named(&format!("estafeta destination {}", s.id)).await
+    let Some(closed) = estafeta_testkit::rabbitmq::close_connections_named(&format!(
+        "estafeta destination {}",
+        s.id
+    ))
+    .await
     else {
         eprintln!("rabbitmqctl is not available: connection loss not tested");
         return;

@@ -293,41 +293,6 @@ async fn the_declare_block_creates_the_queue_and_its_binding() {
         .unwrap();
 }
 
-/// Closes, through `rabbitmqctl`, the connections whose client properties carry `name`.
-/// Returns how many were closed; `None` when `rabbitmqctl` is not available.
-async fn close_connections_named(name: &str) -> Option<usize> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_connections",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .await
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let needle = format!("{{\"connection_name\",\"{name}\"}}");
-    let mut closed = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(&needle) {
-            continue;
-        }
-        let pid = line.split_whitespace().next()?;
-        let status = tokio::process::Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", pid, "closed by an estafeta test"])
-            .status()
-            .await
-            .ok()?;
-        assert!(status.success(), "close_connection {pid} failed");
-        closed += 1;
-    }
-    Some(closed)
-}
-
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     let id = unique();
@@ -349,7 +314,9 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     })
     .await;
 
-    let Some(closed) = close_connections_named(&format!("estafeta source {id}")).await else {
+    let Some(closed) =
+        estafeta_testkit::rabbitmq::close_connections_named(&format!("estafeta source {id}")).await
+    else {
         eprintln!("rabbitmqctl is not available: connection loss not tested");
         rabbit.delete().await;
         return;
