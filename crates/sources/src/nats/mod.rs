@@ -242,16 +242,17 @@ impl NatsSource {
         stored: usize,
         msgs: Vec<JsMessage>,
     ) -> Result<(), NatsSourceError> {
-        let mut last = None;
         for m in &msgs {
             m.ack().await.map_err(|e| NatsSourceError::Broker {
                 what: "cannot acknowledge a stored message".to_owned(),
                 source: e,
             })?;
-            if let Ok(info) = m.info() {
-                last = Some((info.stream_sequence, info.pending));
-            }
         }
+        // Only the last message's metadata is needed for the position and the lag.
+        let last = msgs
+            .last()
+            .and_then(|m| m.info().ok())
+            .map(|info| (info.stream_sequence, info.pending));
         ::metrics::counter!(estafeta_core::metric_names::SOURCE_EVENTS, "source" => self.id.clone())
             .increment(stored as u64);
         if let Some((seq, pending)) = last {
