@@ -32,6 +32,8 @@ use crate::pipeline::Appender;
 use crate::status::SourceState;
 use crate::supervisor::{Failure, error_chain, supervise};
 
+/// Longest wait for the cluster to answer an offset commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Appends in flight at once.
 const IN_FLIGHT: usize = 4;
 /// How often the lag is measured and the brokers' reachability checked.
@@ -79,13 +81,13 @@ impl KafkaSource {
                 () = self.cancel.cancelled() => {
                     while !appender.is_empty() {
                         let stored = appender.next().await.map_err(|e| sink_failure(&e))?;
-                        self.stored(&consumer, &mut committed, stored.count, stored.position).await;
+                        self.stored(&consumer, &mut committed, stored.count, stored.position).await?;
                     }
                     return Ok(());
                 }
                 stored = appender.next(), if !appender.is_empty() => {
                     let stored = stored.map_err(|e| sink_failure(&e))?;
-                    self.stored(&consumer, &mut committed, stored.count, stored.position).await;
+                    self.stored(&consumer, &mut committed, stored.count, stored.position).await?;
                 }
                 received = consumer.recv(), if !appender.is_full() => {
                     let mut events = Vec::new();
@@ -177,24 +179,33 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// An append is durable: commit its offsets and show it.
+    /// An append is durable: commit its offsets and show it. A commit the cluster does not
+    /// answer within [`COMMIT_TIMEOUT`] ends the session (the broker is likely gone): the
+    /// messages are read again and stored once by their stable id.
     async fn stored(
         &self,
         consumer: &Arc<KafkaConsumer>,
         committed: &mut Offsets,
         count: usize,
         position: Option<Offsets>,
-    ) {
+    ) -> Result<(), Failure> {
         let Some(offsets) = position else {
-            return;
+            return Ok(());
         };
         let to_commit = offsets.clone();
-        match blocking(consumer, move |c| client::commit(c, &to_commit)).await {
-            Ok(()) => {}
+        let commit = blocking(consumer, move |c| client::commit(c, &to_commit));
+        match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
+            Ok(Ok(())) => {}
             // The messages are read again (by this or another group member) and stored
             // once by their stable id.
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(source_id = %self.id, error = %e, "kafka offsets not committed");
+            }
+            Err(_) => {
+                return Err(Failure::Transient(format!(
+                    "the Kafka cluster at {} did not answer an offset commit within {COMMIT_TIMEOUT:?}",
+                    self.settings.connection.brokers
+                )));
             }
         }
         committed.extend(offsets);
@@ -209,6 +220,7 @@ impl KafkaSource {
             }
             s.position = position;
         });
+        Ok(())
     }
 }
 

@@ -166,7 +166,9 @@ async fn a_restart_goes_on_from_the_durable_consumer() {
         )
         .await;
     }
-    let mut h = Harness::start(&config(&url(), &prefix, "")).await;
+    // A pull request the stopped session left on the server can still take a message
+    // published after the stop; the server hands it out again after `ack_wait`.
+    let mut h = Harness::start(&config(&url(), &prefix, "    ack_wait: 2s\n")).await;
     h.wait(20, "30 events", |h| h.sink.all().len() == 30).await;
     h.wait(10, "all acknowledged", |h| {
         h.status("bus").position.as_deref() == Some(&format!("{}#30", prefix.to_uppercase()))
@@ -183,17 +185,19 @@ async fn a_restart_goes_on_from_the_durable_consumer() {
     }
     h.restart_sources();
     h.wait(20, "45 events", |h| h.sink.all().len() == 45).await;
-    let is: Vec<i64> = h
+    let mut is: Vec<i64> = h
         .sink
         .data()
         .iter()
         .map(|d| d["i"].as_i64().unwrap())
         .collect();
     assert_eq!(
-        is,
-        (0..45).collect::<Vec<_>>(),
-        "each message once, in stream order"
+        is[..30],
+        (0..30).collect::<Vec<_>>(),
+        "the first session in stream order"
     );
+    is.sort_unstable();
+    assert_eq!(is, (0..45).collect::<Vec<_>>(), "each message once");
 }
 
 #[tokio::test]
